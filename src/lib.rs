@@ -1,0 +1,4 @@
+//! ringfence: staged configuration rollouts for Kubernetes.
+
+pub mod api;
+pub mod engine;

@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    print!("{}", ringfence::api::crd_yaml());
+}

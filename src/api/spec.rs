@@ -1,0 +1,318 @@
+//! `ConfigRollout` spec: what is rolled out, where, and how health is judged.
+//!
+//! Admission rules live on the types (`x_kube(validation = ...)`) so the CRD a
+//! cluster enforces, `ringfence validate` and the emulator share one source.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::ConfigRolloutStatus;
+
+/// A Go-style duration such as `30s`, `5m` or `1h30m`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+/// A staged rollout of one configuration object across rings of namespaces.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ringfence.dev",
+    version = "v1alpha1",
+    kind = "ConfigRollout",
+    plural = "configrollouts",
+    singular = "configrollout",
+    shortname = "cro",
+    category = "ringfence",
+    namespaced,
+    status = "ConfigRolloutStatus",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.revision","description":"Content hash of the configuration being rolled out"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ring","type":"string","jsonPath":".status.ringProgress","description":"Current ring as position/total and name"}"#,
+    printcolumn = r#"{"name":"Health","type":"string","jsonPath":".status.health"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigRolloutSpec {
+    /// What is rolled out: the object written in every target namespace.
+    pub config: ConfigSpec,
+
+    /// Where, in order: each ring is promoted before the next one is touched.
+    #[schemars(length(min = 1, max = 20))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(o, o.name == r.name))").message("ring names must be unique"))]
+    pub rings: Vec<Ring>,
+
+    /// Consumers of the configuration in each target namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<WorkloadSpec>,
+
+    /// How health is judged during each ring's bake.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(g, self.exists_one(o, o.name == g.name))").message("gate names must be unique"))]
+    pub gates: Vec<Gate>,
+
+    /// How long a ring's workloads may take to roll out and become healthy.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    pub progress_deadline: String,
+
+    /// What happens when a gate fails.
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+
+    /// Hold the rollout where it is (GitOps-friendly pause).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_progress_deadline() -> String {
+    "10m".to_string()
+}
+
+/// The kind of object rolled out.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ConfigKind {
+    #[default]
+    ConfigMap,
+    Secret,
+}
+
+/// The configuration object and its content.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.data) != has(self.sourceRef)").message("exactly one of data or sourceRef must be set"))]
+#[x_kube(validation = Rule::new("self.kind != 'Secret' || !has(self.data)").message("a Secret is rolled out from sourceRef only: inline data would put secret values in the ConfigRollout"))]
+pub struct ConfigSpec {
+    /// `ConfigMap` (default) or `Secret`.
+    #[serde(default)]
+    pub kind: ConfigKind,
+
+    /// Name of the object written in every target namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub name: String,
+
+    /// Inline data (ConfigMap only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 256))]
+    pub data: Option<BTreeMap<String, String>>,
+
+    /// Copy the data from an object of the same kind in the rollout's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<SourceRef>,
+}
+
+/// An object in the rollout's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRef {
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub name: String,
+}
+
+/// One ring: a set of namespaces written together and baked together.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.namespaces) != has(self.namespaceSelector)").message("set exactly one of namespaces or namespaceSelector"))]
+pub struct Ring {
+    /// Ring name, unique in the rollout.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// Explicit target namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1000), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
+    pub namespaces: Option<Vec<String>>,
+
+    /// Target namespaces chosen by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// How long the ring must stay healthy before promotion.
+    #[serde(default = "default_bake")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    pub bake: String,
+
+    /// Targets written at a time inside the ring: a count or a percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1 : self.matches('^(100|[1-9][0-9]?)%$')").message("must be a positive integer or a percentage from 1% to 100%"))]
+    pub max_concurrent: Option<IntOrString>,
+}
+
+fn default_bake() -> String {
+    "0s".to_string()
+}
+
+/// Workloads that consume the configuration in each target namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// Deployments, StatefulSets and DaemonSets matching this selector.
+    pub selector: LabelSelector,
+
+    /// Stamp the pod template with the revision so pods reload the config.
+    #[serde(default)]
+    pub restart: bool,
+}
+
+/// What happens when a gate fails.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackPolicy {
+    /// Roll back on its own when a gate fails (otherwise the rollout stops as Failed).
+    #[serde(default = "default_true")]
+    pub automatic: bool,
+}
+
+impl Default for RollbackPolicy {
+    fn default() -> Self {
+        Self { automatic: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A health gate, evaluated every `interval` during each ring's bake.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.prometheus) ? 1 : 0) + (has(self.webhook) ? 1 : 0) == 1").message("set exactly one provider: prometheus or webhook"))]
+pub struct Gate {
+    /// Gate name, unique in the rollout.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// Time between evaluations.
+    #[serde(default = "default_interval")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    pub interval: String,
+
+    /// Consecutive failing evaluations that fail the ring.
+    #[serde(default = "default_failure_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_limit: u32,
+
+    /// Judge a PromQL query against thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusGate>,
+
+    /// Ask an HTTP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookGate>,
+}
+
+fn default_interval() -> String {
+    "30s".to_string()
+}
+
+fn default_failure_limit() -> u32 {
+    1
+}
+
+/// What a gate's baseline is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CompareTo {
+    /// The ring's own value before its targets were written.
+    #[default]
+    Before,
+    /// Namespaces not yet on the new revision, at the same moment.
+    Unchanged,
+}
+
+/// What an evaluation without data counts as.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnNoData {
+    /// Inconclusive: neither pass nor fail; the bake does not advance.
+    #[default]
+    Wait,
+    Pass,
+    Fail,
+}
+
+/// A PromQL query judged against an absolute ceiling and/or its baseline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.max) || has(self.maxIncrease) || has(self.maxRatio)").message("set at least one threshold: max, maxIncrease or maxRatio"))]
+pub struct PrometheusGate {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
+    pub address: String,
+
+    /// PromQL template; placeholders: `{{ namespaces }}`, `{{ ring }}`, `{{ revision }}`, `{{ rollout }}`, `{{ namespace }}`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+
+    /// Absolute ceiling for the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max: Option<f64>,
+
+    /// Allowed absolute rise over the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_increase: Option<f64>,
+
+    /// Allowed relative rise over the baseline (1.5 allows +50%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0))]
+    pub max_ratio: Option<f64>,
+
+    /// Baseline for `maxIncrease` and `maxRatio`.
+    #[serde(default)]
+    pub compare_to: CompareTo,
+
+    /// Window averaged for the `before` baseline.
+    #[serde(default = "default_baseline_window")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    pub baseline_window: String,
+
+    /// What an empty result counts as.
+    #[serde(default)]
+    pub on_no_data: OnNoData,
+
+    /// Query timeout.
+    #[serde(default = "default_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    pub timeout: String,
+
+    /// Secret in the rollout's namespace with `token` (bearer) or `username` and `password` (basic auth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_ref: Option<SourceRef>,
+}
+
+fn default_baseline_window() -> String {
+    "5m".to_string()
+}
+
+fn default_timeout() -> String {
+    "10s".to_string()
+}
+
+/// An HTTP endpoint that judges health: 2xx passes, 4xx/5xx fails.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookGate {
+    /// URL that receives a JSON POST per evaluation.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
+    pub url: String,
+
+    /// Time to wait for an answer; a timeout is inconclusive.
+    #[serde(default = "default_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    pub timeout: String,
+}

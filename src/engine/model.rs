@@ -1,0 +1,206 @@
+//! The engine's inputs and outputs: plain data, no IO.
+//!
+//! The controller observes the world into [`World`], asks [`super::gate_requests`]
+//! which gates to evaluate, evaluates them into [`GateResult`]s, then calls
+//! [`super::decide`] and carries out the [`Decision`] in order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, Verdict};
+
+/// Everything `decide` looks at.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    pub rollout: &'a RolloutMeta,
+    pub spec: &'a ConfigRolloutSpec,
+    /// Status as persisted in the API; the only memory the engine has.
+    pub status: &'a ConfigRolloutStatus,
+    pub world: &'a World,
+    pub settings: &'a Settings,
+    pub now: Timestamp,
+}
+
+/// Identity of the rollout and the manual requests on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RolloutMeta {
+    pub namespace: String,
+    pub name: String,
+    pub generation: i64,
+    /// Values of the `ringfence.dev/{promote,abort,retry}` annotations.
+    pub requests: Requests,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub promote: Option<String>,
+    pub abort: Option<String>,
+    pub retry: Option<String>,
+}
+
+/// Operator-wide configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Namespaces whose rollouts may target any namespace.
+    pub trusted_namespaces: BTreeSet<String>,
+}
+
+/// The configuration data after `sourceRef` was followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedConfig {
+    pub kind: ConfigKind,
+    /// Key to raw bytes (UTF-8 for ConfigMaps, decoded bytes for Secrets).
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// What the controller observed, as of one reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct World {
+    /// The configuration to roll out, or why it could not be read (e.g. the source object is missing).
+    pub config: Option<Result<ResolvedConfig, String>>,
+    /// Every namespace the controller can see, with its labels.
+    pub namespaces: Vec<NamespaceInfo>,
+    /// Current state of the target object in each namespace that has one (or that a ring resolves to).
+    pub targets: BTreeMap<String, TargetState>,
+    /// Prior content recorded durably, per target namespace, for the current rollback point.
+    pub priors: BTreeMap<String, PriorRecord>,
+    /// Consumer workloads per target namespace (only when `spec.workloads` is set).
+    pub workloads: BTreeMap<String, Vec<WorkloadState>>,
+    /// Targets that another ConfigRollout manages: namespace to `namespace/name` of that rollout.
+    pub claimed_by_others: BTreeMap<String, String>,
+    /// Results of the evaluations that [`super::gate_requests`] asked for.
+    pub gate_results: Vec<GateResult>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Being deleted: never written.
+    pub terminating: bool,
+}
+
+/// The target object in one namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetState {
+    pub exists: bool,
+    /// `ringfence.dev/revision` annotation, if any.
+    pub revision: Option<String>,
+    /// [`super::revision_of`] over the object's current data.
+    pub content_hash: Option<String>,
+    /// `ringfence.dev/rollout` annotation, if any.
+    pub rollout: Option<String>,
+    /// Field manager of the most recent change, from `managedFields`.
+    pub last_manager: Option<String>,
+}
+
+/// What a target held before the current rollback point's first overwrite.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PriorRecord {
+    pub existed: bool,
+    /// Content hash of the recorded data (None when it did not exist).
+    pub content_hash: Option<String>,
+    /// Revision annotation the target carried then (what restored workloads are stamped with).
+    pub revision: Option<String>,
+}
+
+/// A consumer workload in a target namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadState {
+    pub kind: WorkloadKind,
+    pub name: String,
+    /// `ringfence.dev/revision` on the pod template.
+    pub stamped_revision: Option<String>,
+    /// observedGeneration caught up and updated = ready = available = desired.
+    pub rolled_out: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// Why a gate is evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatePurpose {
+    /// Before a ring's targets are written: the value becomes the ring's baseline.
+    Baseline,
+    /// During the bake: judged against thresholds.
+    Check,
+}
+
+/// An evaluation the controller must run before calling `decide`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateRequest {
+    pub gate: String,
+    pub ring: usize,
+    pub ring_name: String,
+    pub purpose: GatePurpose,
+    pub revision: String,
+    /// The ring's target namespaces.
+    pub namespaces: Vec<String>,
+    /// Targets of every ring not yet on the revision (the `compareTo: unchanged` population).
+    pub unchanged_namespaces: Vec<String>,
+    /// Baseline recorded for this ring, for `Check`s.
+    pub baseline: Option<f64>,
+}
+
+/// The outcome of one evaluation, judged by the gate provider.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateResult {
+    pub gate: String,
+    pub ring: usize,
+    pub purpose: GatePurpose,
+    pub verdict: Verdict,
+    pub value: Option<f64>,
+    pub baseline: Option<f64>,
+    pub threshold: Option<f64>,
+    /// Why: e.g. `error-rate 4.1% > baseline 0.2% + 0.5%`, or the provider's error.
+    pub message: String,
+    pub at: Timestamp,
+}
+
+/// What to do now, in order; later actions assume earlier ones succeeded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Record the current content (or absence) of these targets durably, before anything overwrites them.
+    RecordPriors { namespaces: Vec<String> },
+    /// Server-side apply the resolved config with this revision to these targets.
+    WriteTargets { revision: String, namespaces: Vec<String> },
+    /// Put back the recorded prior content (delete where it did not exist).
+    RestoreTargets { namespaces: Vec<String> },
+    /// Set the pod-template revision annotation on these workloads.
+    StampWorkloads { namespace: String, revision: String, workloads: Vec<(WorkloadKind, String)> },
+    /// The rollback point moved on: drop every recorded prior.
+    ForgetPriors,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// A Kubernetes Event to publish about the rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub type_: EventType,
+    /// CamelCase: RingStarted, RingPromoted, GateFailed, RollbackStarted, RollbackCompleted,
+    /// RolloutSucceeded, InvalidSpec, TargetDrifted.
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// The engine's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    /// The status to write once the actions succeeded (written only if it differs).
+    pub status: ConfigRolloutStatus,
+    pub events: Vec<EventNote>,
+    /// Latest time to decide again (bake end, next gate evaluation, deadline); None = only on change.
+    pub requeue_at: Option<Timestamp>,
+}

@@ -269,6 +269,15 @@ impl Elector {
         }
     }
 
+    /// When another holder's claim expires unless we see it renewed: the
+    /// moment to try again, so a takeover is not late by a whole poll.
+    pub(crate) fn expires_at(&self) -> Option<Instant> {
+        self.observed
+            .as_ref()
+            .filter(|o| o.holder.as_ref().is_some_and(|h| *h != self.identity))
+            .map(|o| o.seen_at + o.duration)
+    }
+
     /// The holder per the last observation is someone else.
     pub(crate) fn held_by_other(&self) -> bool {
         self.observed
@@ -369,12 +378,13 @@ impl LeaderElection {
             info!(identity = %self.config.identity, "became leader");
             self.signal.send_replace(true);
         }
-        let jitter = self
-            .config
-            .timing
-            .retry_period
-            .mul_f64(rand::rng().random_range(0.0..0.2));
-        Ok(Instant::now() + self.config.timing.retry_period + jitter)
+        let now = Instant::now();
+        let next_poll = now + self.config.timing.retry_period;
+        // An expiry already past means the last attempt failed: wait a full period.
+        Ok(match self.elector.expires_at() {
+            Some(expiry) if expiry > now => expiry.min(next_poll),
+            _ => next_poll,
+        })
     }
 
     async fn acquire(&mut self, next: Next) -> bool {
@@ -618,7 +628,9 @@ mod tests {
         let t0 = Instant::now();
         let mut e = elector(ME);
         e.observe(Some(&lease("1", Some(OTHER), 15)), t0);
+        assert_eq!(e.expires_at(), Some(t0 + secs(15)));
         e.observe(Some(&lease("2", Some(OTHER), 15)), t0 + secs(10));
+        assert_eq!(e.expires_at(), Some(t0 + secs(25)));
         assert_eq!(e.decide(t0 + secs(20)), Next::Wait);
         assert_eq!(e.decide(t0 + secs(25)), Next::Acquire);
     }

@@ -238,7 +238,7 @@ impl PrometheusProvider {
                 value: None,
                 baseline: req.baseline,
                 threshold: None,
-                message: format!("in ring {}: {e}", req.ring_name),
+                message: e.to_string(),
             });
         GateResult {
             gate: req.gate.clone(),
@@ -248,7 +248,10 @@ impl PrometheusProvider {
             value: outcome.value,
             baseline: outcome.baseline,
             threshold: outcome.threshold,
-            message: format!("{} {}", gate.name, outcome.message),
+            message: format!(
+                "{} in ring {}: {}",
+                gate.name, req.ring_name, outcome.message
+            ),
             at: now,
         }
     }
@@ -281,7 +284,7 @@ impl PrometheusProvider {
     }
 }
 
-/// A result whose message follows the gate's name.
+/// A result whose message follows `<gate> in ring <ring>: `.
 struct Outcome {
     verdict: Verdict,
     value: Option<f64>,
@@ -321,14 +324,13 @@ impl Evaluation<'_> {
             ),
             Err(e) => return Err(e.into()),
         };
-        let ring = &self.req.ring_name;
         Ok(match value {
             Some(v) => Outcome {
                 verdict: Verdict::Pass,
                 value: Some(v),
                 baseline: Some(v),
                 threshold: None,
-                message: format!("baseline {} in ring {ring} ({how})", fmt_value(v)),
+                message: format!("baseline {} ({how})", fmt_value(v)),
             },
             None => Outcome {
                 verdict: Verdict::Inconclusive,
@@ -336,7 +338,7 @@ impl Evaluation<'_> {
                 baseline: None,
                 threshold: None,
                 message: format!(
-                    "has no baseline in ring {ring}: no data over the last {window_text} nor now; {}",
+                    "no baseline: no data over the last {window_text} nor now; {}",
                     self.without_baseline()
                 ),
             },
@@ -362,36 +364,47 @@ impl Evaluation<'_> {
         let unchanged = &self.req.unchanged_namespaces;
         let (value, baseline, source) = match self.spec.compare_to {
             CompareTo::Before => (self.run(&query).await?, self.req.baseline, None),
-            CompareTo::Unchanged if unchanged.is_empty() => (
-                self.run(&query).await?,
-                self.req.baseline,
-                Some(
-                    "baseline recorded before the ring was written: no unchanged namespaces left"
-                        .to_string(),
-                ),
-            ),
             CompareTo::Unchanged => {
-                let reference = self.render(unchanged)?;
-                let (value, reference) = tokio::join!(self.run(&query), self.run(&reference));
-                let value = value?;
-                match reference.map_err(EvalError::Unchanged)? {
-                    Some(b) if b.is_finite() => (
+                let (value, reference) = if unchanged.is_empty() {
+                    (
+                        self.run(&query).await?,
+                        Err("no unchanged namespaces are left"),
+                    )
+                } else {
+                    let reference_query = self.render(unchanged)?;
+                    let (value, reference) =
+                        tokio::join!(self.run(&query), self.run(&reference_query));
+                    let value = value?;
+                    match reference.map_err(EvalError::Unchanged)? {
+                        Some(b) if b.is_finite() => (value, Ok(b)),
+                        _ => (value, Err("the unchanged namespaces have no data")),
+                    }
+                };
+                match (reference, self.req.baseline) {
+                    (Ok(b), _) => (
                         value,
                         Some(b),
-                        Some(format!("baseline: {} unchanged namespaces now", unchanged.len())),
+                        Some(format!(
+                            "baseline from {} unchanged namespaces now",
+                            unchanged.len()
+                        )),
                     ),
-                    _ => (
+                    (Err(why), Some(recorded)) => (
                         value,
-                        self.req.baseline,
-                        Some("baseline recorded before the ring was written: the unchanged namespaces have no data".to_string()),
+                        Some(recorded),
+                        Some(format!(
+                            "baseline recorded before the ring was written, as {why}"
+                        )),
                     ),
+                    (Err(why), None) => (value, None, Some(why.to_string())),
                 }
             }
         };
         let judgement = judge(self.spec, value, baseline);
-        let mut message = format!("{} in ring {}", judgement.message, self.req.ring_name);
+        let mut message = judgement.message;
         if let Some(source) = source {
-            message.push_str(&format!(" ({source})"));
+            message.push_str("; ");
+            message.push_str(&source);
         }
         Ok(Outcome {
             verdict: judgement.verdict,

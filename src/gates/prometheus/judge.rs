@@ -2,8 +2,8 @@
 
 use crate::api::{OnNoData, PrometheusGate, Verdict};
 
-/// A verdict with the threshold that applied and why, phrased to follow the
-/// gate's name (e.g. `0.041 > 0.007 (baseline 0.002 + maxIncrease 0.005)`).
+/// A verdict with the threshold that applied and why, e.g.
+/// `0.041 > 0.007 (baseline 0.002 + maxIncrease 0.005)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Judgement {
     pub verdict: Verdict,
@@ -40,14 +40,14 @@ pub fn judge(gate: &PrometheusGate, value: Option<f64>, baseline: Option<f64>) -
         Some(v) if !v.is_nan() => v,
         _ => {
             let what = if value.is_none() {
-                "had no data"
+                "no data"
             } else {
-                "returned NaN (usually 0/0: no traffic in the window)"
+                "NaN, usually 0/0: no traffic in the window"
             };
             return match gate.on_no_data {
                 OnNoData::Wait => verdict(
                     Verdict::Inconclusive,
-                    format!("{what}; waiting for data (onNoData: wait)"),
+                    format!("{what}; waiting (onNoData: wait)"),
                 ),
                 OnNoData::Pass => {
                     verdict(Verdict::Pass, format!("{what}; passes (onNoData: pass)"))
@@ -59,7 +59,7 @@ pub fn judge(gate: &PrometheusGate, value: Option<f64>, baseline: Option<f64>) -
     if value == f64::NEG_INFINITY {
         return verdict(
             Verdict::Inconclusive,
-            "returned -Inf, which no threshold can judge; check the query".into(),
+            "-Inf, which no threshold can judge; check the query".into(),
         );
     }
     let Some(limit) = limit else {
@@ -261,17 +261,17 @@ mod tests {
             (
                 OnNoData::Wait,
                 Verdict::Inconclusive,
-                "had no data; waiting for data (onNoData: wait)",
+                "no data; waiting (onNoData: wait)",
             ),
             (
                 OnNoData::Pass,
                 Verdict::Pass,
-                "had no data; passes (onNoData: pass)",
+                "no data; passes (onNoData: pass)",
             ),
             (
                 OnNoData::Fail,
                 Verdict::Fail,
-                "had no data; fails (onNoData: fail)",
+                "no data; fails (onNoData: fail)",
             ),
         ];
         for (on_no_data, verdict, message) in cases {
@@ -289,11 +289,7 @@ mod tests {
     fn nan_is_no_data_and_says_why() {
         let j = judge(&gate(Some(0.02), None, None), Some(f64::NAN), None);
         assert_eq!(j.verdict, Verdict::Inconclusive);
-        assert!(
-            j.message.starts_with("returned NaN (usually 0/0"),
-            "{}",
-            j.message
-        );
+        assert!(j.message.starts_with("NaN, usually 0/0"), "{}", j.message);
     }
 
     #[test]

@@ -498,6 +498,21 @@ async fn an_unreachable_prometheus_is_never_healthy() {
 }
 
 #[tokio::test]
+async fn an_invalid_address_is_inconclusive() {
+    let mut gate = spec("http://prometheus monitoring:9090", ERROR_RATIO);
+    gate.max = Some(0.05);
+    let result = evaluate(gate, &request(GatePurpose::Check, &["cell-1"], &[], None)).await;
+    assert_eq!(result.verdict, Verdict::Inconclusive, "{}", result.message);
+    assert!(
+        result
+            .message
+            .starts_with(r#"error-rate in ring canary: invalid Prometheus address "http://prometheus monitoring:9090": "#),
+        "{}",
+        result.message
+    );
+}
+
+#[tokio::test]
 async fn a_slow_prometheus_times_out_as_inconclusive() {
     let address = serve(Router::new().route(
         "/api/v1/query",

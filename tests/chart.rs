@@ -217,6 +217,19 @@ fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
     }
 }
 
+/// The ConfigRollout the NOTES tell the user to apply (a heredoc, indented).
+fn notes_example(notes: &str) -> String {
+    let body = notes
+        .split_once("<<'YAML'\n")
+        .and_then(|(_, rest)| rest.split_once("\n  YAML"))
+        .map(|(body, _)| body)
+        .expect("NOTES show an example ConfigRollout in a heredoc");
+    body.lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn chart_crd_is_a_copy_of_the_generated_crd() {
     let generated = std::fs::read(Path::new(ROOT).join(CRD_FILE)).expect(CRD_FILE);
@@ -339,11 +352,10 @@ fn default_values_render_a_leader_elected_controller() {
     for kind in ["ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy"] {
         assert!(r.of_kind(kind).is_empty(), "{kind} is off by default");
     }
-    assert!(
-        r.notes.contains("kubectl apply -f -"),
-        "NOTES shows an example: {}",
-        r.notes
-    );
+    let example = notes_example(&r.notes);
+    let rollout: ringfence::api::ConfigRollout = serde_saphyr::from_str(&example)
+        .unwrap_or_else(|e| panic!("NOTES example: {e}\n{example}"));
+    assert_eq!(rollout.spec.rings.len(), 1);
     assert!(r.notes.contains("rollout status deployment/ringfence"));
 }
 

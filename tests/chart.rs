@@ -311,7 +311,6 @@ fn default_values_render_a_leader_elected_controller() {
         ("apps", "deployments", "patch"),
         ("events.k8s.io", "events", "create"),
         ("", "namespaces", "list"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
     ] {
         assert!(
             grants(cluster_role, group, resource, verb),
@@ -369,28 +368,43 @@ fn watch_namespace_confines_writes_to_roles() {
     let cluster_role = r.one("ClusterRole", RELEASE);
     assert!(grants(cluster_role, "", "namespaces", "list"));
     assert!(
-        !grants(cluster_role, "", "configmaps", "patch"),
-        "no cluster-wide writes"
+        grants(cluster_role, "", "secrets", "watch"),
+        "targets are watched everywhere"
     );
-    assert!(!grants(
-        cluster_role,
-        "ringfence.dev",
-        "configrollouts",
-        "watch"
-    ));
+    for (group, resource, verb) in [
+        ("", "configmaps", "patch"),
+        ("", "secrets", "delete"),
+        ("apps", "deployments", "patch"),
+        ("ringfence.dev", "configrollouts", "watch"),
+        ("ringfence.dev", "configrollouts/status", "patch"),
+        ("events.k8s.io", "events", "create"),
+    ] {
+        assert!(
+            !grants(cluster_role, group, resource, verb),
+            "cluster-wide {verb} {resource}"
+        );
+    }
 
-    let mut namespaces: Vec<&str> = r
+    let roles: Vec<&Value> = r
         .of_kind("Role")
         .into_iter()
         .filter(|role| role["metadata"]["name"] == RELEASE)
+        .collect();
+    let mut namespaces: Vec<&str> = roles
+        .iter()
         .map(|role| {
             assert!(grants(role, "", "configmaps", "patch"));
-            assert!(grants(
-                role,
-                "ringfence.dev",
-                "configrollouts/status",
-                "patch"
-            ));
+            assert!(grants(role, "apps", "deployments", "patch"));
+            let watched = role["metadata"]["namespace"] == "team-a";
+            assert_eq!(
+                grants(role, "ringfence.dev", "configrollouts/status", "patch"),
+                watched
+            );
+            assert_eq!(
+                grants(role, "ringfence.dev", "configrollouts", "watch"),
+                watched
+            );
+            assert_eq!(grants(role, "events.k8s.io", "events", "create"), watched);
             role["metadata"]["namespace"].as_str().unwrap()
         })
         .collect();

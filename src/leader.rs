@@ -19,7 +19,15 @@
 //! returns [`LeaderError::Lost`] and the process should exit, so a fresh
 //! process (without in-flight reconciles) competes again.
 //!
+//! Wiring: build a [`LeaderElection`] from [`LeaderElectionArgs::config`],
+//! hand [`subscribe`]'s receiver to the controller, which keeps watching
+//! (caches warm, `/readyz` ready) but reconciles and writes only while it reads
+//! `true`, and spawn [`run`]; exit the process when that task ends with an
+//! error or panics. Without `--leader-elect` the controller gets a receiver
+//! that always reads `true`.
+//!
 //! [`run`]: LeaderElection::run
+//! [`subscribe`]: LeaderElection::subscribe
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,1 @@
+//! Unit tests of `decide`, one per rule.

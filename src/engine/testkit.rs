@@ -219,7 +219,7 @@ impl Sim {
                 );
             }
         }
-        sim.take_snapshot();
+        sim.reset_rollback_point();
         sim
     }
 
@@ -422,12 +422,14 @@ impl Sim {
                         .push(format!("priors forgotten in phase {:?}", self.status.phase));
                 }
                 self.world.priors.clear();
-                self.take_snapshot();
+                self.reset_rollback_point();
             }
         }
     }
 
-    fn take_snapshot(&mut self) {
+    /// Takes the current content of every target as the rollback point (call
+    /// after changing targets by hand in a test).
+    pub fn reset_rollback_point(&mut self) {
         self.touched.clear();
         self.snapshot = self
             .world

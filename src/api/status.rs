@@ -102,6 +102,7 @@ pub struct RingStatus {
     #[serde(default)]
     pub updated: u32,
 
+    /// When the ring started (re-set once its baselines are measured, just before its first write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
 

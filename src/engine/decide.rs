@@ -31,6 +31,15 @@ const HISTORY_LIMIT: usize = 10;
 pub fn decide(inputs: &Inputs) -> Decision {
     let plan = match plan(inputs) {
         Ok(plan) => plan,
+        Err(invalid) if inputs.status.phase == Some(Phase::RollingBack) => {
+            // Restoring needs neither the config nor the rings' spec: a spec
+            // that broke mid-rollback must not leave targets half restored.
+            let fallback = Plan::restoring(inputs.status.revision.clone().unwrap_or_default());
+            let mut step = Step::new(inputs, &fallback);
+            step.invalid = Some(invalid);
+            step.roll_back();
+            return step.finish();
+        }
         Err(invalid) => return reject(inputs, &invalid),
     };
     let mut step = Step::new(inputs, &plan);
@@ -57,6 +66,8 @@ struct Step<'a> {
     events: Vec<EventNote>,
     requeue_at: Option<Timestamp>,
     now: Time,
+    /// Set only while a rollback finishes under a spec that became invalid.
+    invalid: Option<Invalid>,
 }
 
 impl<'a> Step<'a> {
@@ -71,6 +82,7 @@ impl<'a> Step<'a> {
             events: Vec::new(),
             requeue_at: None,
             now: stamp(inputs.now),
+            invalid: None,
         }
     }
 
@@ -361,6 +373,9 @@ impl<'a> Step<'a> {
             return;
         }
         if baselines_changed {
+            // The ring starts for real once its baselines are in: a slow metrics
+            // source must not eat into the progress deadline.
+            ring.started_at = Some(self.now.clone());
             self.requeue_now();
             return;
         }
@@ -826,15 +841,28 @@ impl<'a> Step<'a> {
         let old_ready = conditions::get(&self.inputs.status.conditions, conditions::READY).cloned();
         let generation = self.inputs.rollout.generation;
         let targets: usize = self.status.rings.iter().map(|r| r.targets.len()).sum();
-        let valid = Desired {
-            type_: conditions::VALID,
-            status: Truth::True,
-            reason: "Valid",
-            message: format!(
-                "{} rings, {targets} targets",
-                self.status.rings.len().max(self.plan.rings.len())
-            ),
+        let valid = match &self.invalid {
+            Some(invalid) => Desired {
+                type_: conditions::VALID,
+                status: Truth::False,
+                reason: invalid.reason,
+                message: invalid.message.clone(),
+            },
+            None => Desired {
+                type_: conditions::VALID,
+                status: Truth::True,
+                reason: "Accepted",
+                message: format!(
+                    "{} rings, {targets} targets",
+                    self.status.rings.len().max(self.plan.rings.len())
+                ),
+            },
         };
+        if let Some(invalid) = &self.invalid
+            && invalid_is_new(self.inputs, invalid)
+        {
+            self.events.push(invalid_event(invalid));
+        }
         for desired in [
             valid,
             self.progressing_condition(),
@@ -1083,10 +1111,6 @@ fn reject(inputs: &Inputs, invalid: &Invalid) -> Decision {
     if status.phase.is_none() {
         status.phase = Some(Phase::Pending);
     }
-    let old = conditions::get(&inputs.status.conditions, conditions::VALID);
-    let repeated = old.is_some_and(|c| {
-        c.status == "False" && c.reason == invalid.reason && c.message == invalid.message
-    });
     conditions::set(
         &mut status.conditions,
         Desired {
@@ -1114,19 +1138,30 @@ fn reject(inputs: &Inputs, invalid: &Invalid) -> Decision {
         "invalid spec ({}): {}",
         invalid.reason, invalid.message
     ));
-    let events = if repeated {
-        Vec::new()
+    let events = if invalid_is_new(inputs, invalid) {
+        vec![invalid_event(invalid)]
     } else {
-        vec![EventNote {
-            type_: EventType::Warning,
-            reason: "InvalidSpec",
-            note: invalid.message.clone(),
-        }]
+        Vec::new()
     };
     Decision {
         actions: Vec::new(),
         status,
         events,
         requeue_at: None,
+    }
+}
+
+/// Whether the persisted status does not already report this problem.
+fn invalid_is_new(inputs: &Inputs, invalid: &Invalid) -> bool {
+    conditions::get(&inputs.status.conditions, conditions::VALID).is_none_or(|c| {
+        c.status != "False" || c.reason != invalid.reason || c.message != invalid.message
+    })
+}
+
+fn invalid_event(invalid: &Invalid) -> EventNote {
+    EventNote {
+        type_: EventType::Warning,
+        reason: "InvalidSpec",
+        note: invalid.message.clone(),
     }
 }

@@ -190,6 +190,24 @@ fn spec_change_without_new_revision_does_not_restart() {
 }
 
 #[test]
+fn changed_rings_restart_the_revision_from_the_first_ring() {
+    let mut sim = two_rings();
+    sim.settle(30);
+    assert_eq!(sim.status.phase, Some(Phase::Succeeded));
+    sim.spec
+        .rings
+        .push(spec_with_rings(&[("late", &["cell-d"])]).rings.remove(0));
+    sim.world.namespaces.push(ns("cell-d"));
+    let restart = sim.step();
+    assert_eq!(event_reasons(&restart), vec!["RingStarted"]);
+    assert_eq!(sim.status.rings.len(), 3);
+    sim.settle(30);
+    assert_eq!(sim.status.phase, Some(Phase::Succeeded));
+    assert!(holds(&sim, "cell-d", &sim.revision()));
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
 fn rings_resolve_first_ring_wins_and_record_duplicates() {
     let mut sim = Sim::new(spec_with_rings(&[
         ("canary", &["cell-a"]),
@@ -638,6 +656,25 @@ fn rollback_restores_every_prior_then_completes_when_observed() {
 }
 
 #[test]
+fn rollback_finishes_even_when_the_spec_becomes_invalid() {
+    let mut sim = failing_rollout(true);
+    sim.step();
+    assert_eq!(sim.status.phase, Some(Phase::RollingBack));
+    sim.world.config = Some(Err("source deleted".into()));
+    sim.spec.rings[0].bake = "soon".into();
+    let restore = sim.step();
+    assert!(matches!(
+        restore.actions.first(),
+        Some(Action::RestoreTargets { .. })
+    ));
+    assert_eq!(event_reasons(&restore), vec!["InvalidSpec"]);
+    assert_eq!(condition(&sim, "Valid").0, "False");
+    run_until(&mut sim, Phase::RolledBack);
+    assert!(holds(&sim, "cell-b", "stable0"));
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
 fn rolled_back_revision_is_not_retried_until_retry_requested() {
     let mut sim = failing_rollout(true);
     sim.step();
@@ -962,7 +999,7 @@ fn status_reports_progress_health_and_conditions() {
     );
     assert_eq!(sim.status.health.as_deref(), Some("Progressing"));
     assert_eq!(condition(&sim, "Progressing"), ("True", "RingApplying"));
-    assert_eq!(condition(&sim, "Valid"), ("True", "Valid"));
+    assert_eq!(condition(&sim, "Valid"), ("True", "Accepted"));
     assert!(
         sim.status
             .conditions

@@ -82,18 +82,15 @@ pub(crate) fn gate_status<'a>(ring: &'a RingStatus, name: &str) -> Option<&'a Ga
     ring.gates.iter().find(|g| g.name == name)
 }
 
-fn gate_status_mut<'a>(ring: &'a mut RingStatus, name: &str) -> &'a mut GateStatus {
-    let index = match ring.gates.iter().position(|g| g.name == name) {
-        Some(i) => i,
-        None => {
-            ring.gates.push(GateStatus {
-                name: name.to_string(),
-                ..GateStatus::default()
-            });
-            ring.gates.len() - 1
-        }
-    };
-    &mut ring.gates[index]
+/// The gate's status in `ring`, added first when the gate is new to the spec.
+fn gate_status_mut<'a>(ring: &'a mut RingStatus, name: &str) -> Option<&'a mut GateStatus> {
+    if !ring.gates.iter().any(|g| g.name == name) {
+        ring.gates.push(GateStatus {
+            name: name.to_string(),
+            ..GateStatus::default()
+        });
+    }
+    ring.gates.iter_mut().find(|g| g.name == name)
 }
 
 /// Fresh gate statuses for a ring that starts: every gate listed, none evaluated.
@@ -191,7 +188,9 @@ pub(crate) fn apply_results(
     let before = ring.gates.clone();
     for result in relevant {
         let at = stamp(result.at);
-        let status = gate_status_mut(ring, &result.gate);
+        let Some(status) = gate_status_mut(ring, &result.gate) else {
+            continue;
+        };
         match purpose {
             GatePurpose::Baseline => {
                 if status.baseline.is_some()

@@ -59,26 +59,34 @@ fn ring_case() -> impl Strategy<Value = RingCase> {
     let max_concurrent = prop_oneof![
         Just(None),
         (1i32..=3).prop_map(|n| Some(IntOrString::Int(n))),
-        prop::sample::select(vec!["25%", "50%", "100%"]).prop_map(|p| Some(IntOrString::String(p.to_string()))),
+        prop::sample::select(vec!["25%", "50%", "100%"])
+            .prop_map(|p| Some(IntOrString::String(p.to_string()))),
     ];
-    (1usize..=5, prop::sample::select(vec![0u64, 30, 120, 600]), max_concurrent, any::<bool>()).prop_map(
-        |(size, bake_secs, max_concurrent, by_selector)| RingCase {
+    (
+        1usize..=5,
+        prop::sample::select(vec![0u64, 30, 120, 600]),
+        max_concurrent,
+        any::<bool>(),
+    )
+        .prop_map(|(size, bake_secs, max_concurrent, by_selector)| RingCase {
             size,
             bake_secs,
             max_concurrent,
             by_selector,
-        },
-    )
+        })
 }
 
 fn gate_case() -> impl Strategy<Value = GateCase> {
-    (any::<bool>(), prop::sample::select(vec![30u64, 60, 300]), 1u32..=3).prop_map(
-        |(baseline, interval_secs, failure_limit)| GateCase {
+    (
+        any::<bool>(),
+        prop::sample::select(vec![30u64, 60, 300]),
+        1u32..=3,
+    )
+        .prop_map(|(baseline, interval_secs, failure_limit)| GateCase {
             baseline,
             interval_secs,
             failure_limit,
-        },
-    )
+        })
 }
 
 fn rollout_case() -> impl Strategy<Value = RolloutCase> {
@@ -91,19 +99,25 @@ fn rollout_case() -> impl Strategy<Value = RolloutCase> {
         1u64..=20,
         prop::collection::vec(prop::option::of(0u8..3), 20),
     )
-        .prop_map(|(rings, gates, workloads, restart, automatic, deadline_mins, initial)| RolloutCase {
-            rings,
-            gates,
-            workloads: workloads || restart,
-            restart,
-            automatic,
-            deadline_mins,
-            initial,
-        })
+        .prop_map(
+            |(rings, gates, workloads, restart, automatic, deadline_mins, initial)| RolloutCase {
+                rings,
+                gates,
+                workloads: workloads || restart,
+                restart,
+                automatic,
+                deadline_mins,
+                initial,
+            },
+        )
 }
 
 fn event() -> impl Strategy<Value = Event> {
-    let verdict = prop_oneof![Just(Verdict::Pass), Just(Verdict::Fail), Just(Verdict::Inconclusive)];
+    let verdict = prop_oneof![
+        Just(Verdict::Pass),
+        Just(Verdict::Fail),
+        Just(Verdict::Inconclusive)
+    ];
     prop_oneof![
         8 => Just(Event::Reconcile),
         4 => (1i64..=900).prop_map(Event::Advance),
@@ -133,7 +147,10 @@ fn build(case: &RolloutCase) -> Sim {
         .enumerate()
         .map(|(k, ns)| (format!("ring{k}"), ns.iter().map(String::as_str).collect()))
         .collect();
-    let refs: Vec<(&str, &[&str])> = lists.iter().map(|(n, l)| (n.as_str(), l.as_slice())).collect();
+    let refs: Vec<(&str, &[&str])> = lists
+        .iter()
+        .map(|(n, l)| (n.as_str(), l.as_slice()))
+        .collect();
     let mut spec: ConfigRolloutSpec = spec_with_rings(&refs);
     for (k, (ring, rc)) in spec.rings.iter_mut().zip(&case.rings).enumerate() {
         ring.bake = format!("{}s", rc.bake_secs);
@@ -163,7 +180,10 @@ fn build(case: &RolloutCase) -> Sim {
     sim.world.namespaces = names
         .iter()
         .enumerate()
-        .flat_map(|(k, ns)| ns.iter().map(move |n| ns_labelled(n, &[("ring", &format!("ring{k}"))])))
+        .flat_map(|(k, ns)| {
+            ns.iter()
+                .map(move |n| ns_labelled(n, &[("ring", &format!("ring{k}"))]))
+        })
         .collect();
     for (i, n) in names.iter().flatten().enumerate() {
         if case.workloads {
@@ -178,7 +198,9 @@ fn build(case: &RolloutCase) -> Sim {
             );
         }
         if let Some(Some(v)) = case.initial.get(i) {
-            sim.world.targets.insert(n.clone(), target(&format!("pre{v}"), "kubectl"));
+            sim.world
+                .targets
+                .insert(n.clone(), target(&format!("pre{v}"), "kubectl"));
         }
     }
     sim.reset_rollback_point();
@@ -193,7 +215,11 @@ fn check(sim: &Sim) -> Result<(), TestCaseError> {
         for ring in &sim.status.rings {
             prop_assert_eq!(ring.phase, RingPhase::Promoted);
             for n in &ring.targets {
-                let held = sim.world.targets.get(n).and_then(|t| t.content_hash.clone());
+                let held = sim
+                    .world
+                    .targets
+                    .get(n)
+                    .and_then(|t| t.content_hash.clone());
                 prop_assert_eq!(&held, &revision, "{} after success", n);
             }
         }
@@ -252,7 +278,11 @@ fn run(case: RolloutCase, events: Vec<Event>) -> Result<(), TestCaseError> {
         match sim.status.phase {
             Some(Phase::Succeeded) if idle && decision.requeue_at.is_none() => {
                 prop_assert!(sim.world.priors.is_empty());
-                let mut promoted = sim.status.rings.iter().map(|r| r.promoted_at.clone().map(|t| t.0));
+                let mut promoted = sim
+                    .status
+                    .rings
+                    .iter()
+                    .map(|r| r.promoted_at.clone().map(|t| t.0));
                 let mut last = None;
                 for at in promoted.by_ref() {
                     prop_assert!(at.is_some() && at >= last, "rings promoted in order");

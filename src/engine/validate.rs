@@ -73,6 +73,19 @@ pub(crate) struct GatePlan {
     pub needs_baseline: bool,
 }
 
+impl Plan {
+    /// What a rollback needs when the spec no longer yields a plan: nothing
+    /// but the revision being rolled back.
+    pub fn restoring(revision: String) -> Self {
+        Self {
+            revision,
+            progress_deadline: Duration::ZERO,
+            rings: Vec::new(),
+            gates: Vec::new(),
+        }
+    }
+}
+
 /// Checks what only the controller can: the configuration resolved, every
 /// duration parses, selectors are well formed. Ring targets are checked when
 /// they are resolved or used (see `rings`).

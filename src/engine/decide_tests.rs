@@ -1008,3 +1008,49 @@ fn status_reports_progress_health_and_conditions() {
     );
     assert_eq!(sim.status.conditions.len(), 5);
 }
+
+#[test]
+fn failed_revision_superseded_keeps_the_rollback_point() {
+    let mut sim = failing_rollout(false);
+    sim.step();
+    assert_eq!(sim.status.phase, Some(Phase::Failed));
+    sim.set_config("6");
+    sim.verdicts.clear();
+    sim.step();
+    assert_eq!(sim.status.phase, Some(Phase::Progressing));
+    assert_eq!(
+        sim.world.priors.len(),
+        3,
+        "priors of the failed revision are kept"
+    );
+    sim.step();
+    sim.meta.requests.abort = Some("a1".into());
+    run_until(&mut sim, Phase::RolledBack);
+    assert!(holds(&sim, "cell-a", "handmade") && holds(&sim, "cell-b", "stable0"));
+    assert!(!sim.world.targets.contains_key("cell-c"));
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
+fn retry_during_rollback_waits_for_it_to_finish() {
+    let mut sim = failing_rollout(true);
+    sim.step();
+    sim.meta.requests.retry = Some("r1".into());
+    sim.verdicts.clear();
+    run_until(&mut sim, Phase::RolledBack);
+    assert_eq!(
+        sim.status
+            .handled_requests
+            .as_ref()
+            .and_then(|h| h.retry.clone()),
+        None
+    );
+    run_until(&mut sim, Phase::Progressing);
+    assert_eq!(
+        sim.status
+            .handled_requests
+            .as_ref()
+            .and_then(|h| h.retry.clone()),
+        Some("r1".into())
+    );
+}

@@ -51,8 +51,28 @@
 //!   paused time: on resume `healthySince` moves on by the pause and the
 //!   ring's `pausedSeconds` extends its deadline. A rollback in progress, and
 //!   an abort request, are not held: restoring is the safe direction.
-//! * A new revision during Progressing restarts from the first ring with the
-//!   priors kept; during RollingBack it waits until the rollback completed.
+//! * A new revision during Progressing (or after Failed) restarts from the
+//!   first ring with the priors kept; during RollingBack it waits until the
+//!   rollback completed. Adding, removing or renaming rings restarts the same
+//!   revision from the first ring (targets already on it are not rewritten).
+//!
+//! # Manual requests
+//!
+//! Each request id (annotation value) is acted on once and recorded in
+//! `status.handledRequests`. *promote* ends the Verifying ring's bake now
+//! (it does not wait for workloads) but is refused, with a PromoteRefused
+//! event, while a gate's latest verdict is Fail; a request made while the
+//! ring is still Applying waits for Verifying. *abort* rolls back now.
+//! *retry* re-runs a RolledBack or Failed revision from the first ring.
+//! Requests that mean nothing in the current phase are recorded and dropped,
+//! so a stale annotation never fires later by surprise.
+//!
+//! # Drift
+//!
+//! Targets of verified or promoted rings that do not hold the revision, or
+//! that another field manager changed last, are reported (`Ready=False`
+//! reason Drifted, a TargetDrifted event when the set changes) and never
+//! rewritten outside a rollout.
 
 mod clock;
 mod conditions;

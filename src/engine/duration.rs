@@ -115,6 +115,14 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_round_trips_whole_seconds(s in "\\PC{0,24}", secs in 0u64..10_000_000) {
+            let _ = parse_duration(&s);
+            proptest::prop_assert_eq!(parse_duration(&format!("{secs}s")), Ok(Duration::from_secs(secs)));
+        }
+    }
+
     #[test]
     fn rejects_overflow_without_panicking() {
         assert!(parse_duration("99999999999999999999999999999999999999999h").is_err());

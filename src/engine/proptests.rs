@@ -314,3 +314,34 @@ proptest! {
         run(case, events)?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Whatever slipped past admission, `decide` answers with a decision
+    /// (Valid=False for what it cannot use), never a panic.
+    #[test]
+    fn decide_never_panics_on_malformed_specs(
+        bake in "\\PC{0,12}",
+        deadline in "\\PC{0,12}",
+        interval in "\\PC{0,12}",
+        max_concurrent in prop_oneof![
+            any::<i32>().prop_map(IntOrString::Int),
+            "\\PC{0,6}".prop_map(IntOrString::String),
+        ],
+        failure_limit in any::<u32>(),
+    ) {
+        let mut spec = spec_with_rings(&[("canary", &["cell-a"])]);
+        spec.rings[0].bake = bake;
+        spec.rings[0].max_concurrent = Some(max_concurrent);
+        spec.progress_deadline = deadline;
+        spec.gates = vec![webhook_gate("smoke", &interval, failure_limit)];
+        let mut sim = Sim::new(spec);
+        for _ in 0..6 {
+            let decision = sim.step();
+            let valid = sim.status.conditions.iter().any(|c| c.type_ == "Valid" && c.status == "True");
+            prop_assert!(valid || decision.actions.is_empty());
+        }
+        prop_assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    }
+}

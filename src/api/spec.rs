@@ -13,12 +13,19 @@ use serde::{Deserialize, Serialize};
 
 use super::status::ConfigRolloutStatus;
 
-/// A Go-style duration such as `30s`, `5m` or `1h30m`.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// A duration such as `30s`, `5m`, `1h30m` or `1.5s`: what [`super::parse_duration`] accepts.
+///
+/// `[.]` rather than `\.`: the pattern is embedded in CEL string literals, where `\.` is
+/// an invalid escape that makes a real API server reject the CRD.
+pub const DURATION_PATTERN: &str = r"^([0-9]+([.][0-9]+)?(ms|s|m|h))+$";
+
+/// Regex for a percentage `maxConcurrent` from 1% to 100%.
+pub const PERCENT_PATTERN: &str = r"^(100|[1-9][0-9]?)%$";
 
 /// A staged rollout of one configuration object across rings of namespaces.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
+    doc = "A ConfigRollout writes one configuration object (ConfigMap or Secret) ring by ring into target namespaces, gates each ring on health signals and rolls back automatically.",
     group = "ringfence.dev",
     version = "v1alpha1",
     kind = "ConfigRollout",
@@ -60,6 +67,7 @@ pub struct ConfigRolloutSpec {
     #[serde(default = "default_progress_deadline")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) >= duration('1s')")).message("must be at least 1s"))]
     pub progress_deadline: String,
 
     /// What happens when a gate fails.
@@ -87,14 +95,17 @@ pub enum ConfigKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.data) != has(self.sourceRef)").message("exactly one of data or sourceRef must be set"))]
-#[x_kube(validation = Rule::new("self.kind != 'Secret' || !has(self.data)").message("a Secret is rolled out from sourceRef only: inline data would put secret values in the ConfigRollout"))]
+#[x_kube(validation = Rule::new("self.kind != 'Secret' || !has(self.data)").message("a Secret is rolled out from sourceRef only: inline data would put secret values in the ConfigRollout").field_path(".data").reason(Reason::FieldValueForbidden))]
 pub struct ConfigSpec {
     /// `ConfigMap` (default) or `Secret`.
     #[serde(default)]
     pub kind: ConfigKind,
 
     /// Name of the object written in every target namespace.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 
     /// Inline data (ConfigMap only).
@@ -111,7 +122,10 @@ pub struct ConfigSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceRef {
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 
@@ -121,12 +135,21 @@ pub struct SourceRef {
 #[x_kube(validation = Rule::new("has(self.namespaces) != has(self.namespaceSelector)").message("set exactly one of namespaces or namespaceSelector"))]
 pub struct Ring {
     /// Ring name, unique in the rollout.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 
     /// Explicit target namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1000), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
+    #[schemars(
+        length(min = 1, max = 1000),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
     pub namespaces: Option<Vec<String>>,
 
     /// Target namespaces chosen by label.
@@ -139,9 +162,11 @@ pub struct Ring {
     #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
     pub bake: String,
 
-    /// Targets written at a time inside the ring: a count or a percentage.
+    /// Targets written at a time inside the ring: a count (at least 1) or a percentage (1% to 100%).
+    // `minimum` and `pattern` each apply to their own type; CEL would need `type()`
+    // to tell an int from a string, and client-side CEL (kube-cel) lacks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1 : self.matches('^(100|[1-9][0-9]?)%$')").message("must be a positive integer or a percentage from 1% to 100%"))]
+    #[schemars(extend("minimum" = 1, "maxLength" = 4, "pattern" = PERCENT_PATTERN))]
     pub max_concurrent: Option<IntOrString>,
 }
 
@@ -186,13 +211,17 @@ fn default_true() -> bool {
 #[x_kube(validation = Rule::new("(has(self.prometheus) ? 1 : 0) + (has(self.webhook) ? 1 : 0) == 1").message("set exactly one provider: prometheus or webhook"))]
 pub struct Gate {
     /// Gate name, unique in the rollout.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 
     /// Time between evaluations.
     #[serde(default = "default_interval")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) >= duration('1s')")).message("must be at least 1s"))]
     pub interval: String,
 
     /// Consecutive failing evaluations that fail the ring.
@@ -286,6 +315,7 @@ pub struct PrometheusGate {
     #[serde(default = "default_timeout")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) >= duration('1s')")).message("must be at least 1s"))]
     pub timeout: String,
 
     /// Secret in the rollout's namespace with `token` (bearer) or `username` and `password` (basic auth).
@@ -314,5 +344,6 @@ pub struct WebhookGate {
     #[serde(default = "default_timeout")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) >= duration('1s')")).message("must be at least 1s"))]
     pub timeout: String,
 }

@@ -94,7 +94,8 @@ pub enum ConfigKind {
 /// The configuration object and its content.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.data) != has(self.sourceRef)").message("exactly one of data or sourceRef must be set"))]
+#[x_kube(validation = Rule::new("has(self.data) || has(self.sourceRef)").message("set data or sourceRef: the content to roll out"))]
+#[x_kube(validation = Rule::new("!has(self.data) || !has(self.sourceRef)").message("set data or sourceRef, not both"))]
 #[x_kube(validation = Rule::new("self.kind != 'Secret' || !has(self.data)").message("a Secret is rolled out from sourceRef only: inline data would put secret values in the ConfigRollout").field_path(".data").reason(Reason::FieldValueForbidden))]
 pub struct ConfigSpec {
     /// `ConfigMap` (default) or `Secret`.
@@ -132,7 +133,8 @@ pub struct SourceRef {
 /// One ring: a set of namespaces written together and baked together.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.namespaces) != has(self.namespaceSelector)").message("set exactly one of namespaces or namespaceSelector"))]
+#[x_kube(validation = Rule::new("has(self.namespaces) || has(self.namespaceSelector)").message("set namespaces or namespaceSelector: the ring's targets"))]
+#[x_kube(validation = Rule::new("!has(self.namespaces) || !has(self.namespaceSelector)").message("set namespaces or namespaceSelector, not both"))]
 pub struct Ring {
     /// Ring name, unique in the rollout.
     #[schemars(
@@ -208,7 +210,8 @@ fn default_true() -> bool {
 /// A health gate, evaluated every `interval` during each ring's bake.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.prometheus) ? 1 : 0) + (has(self.webhook) ? 1 : 0) == 1").message("set exactly one provider: prometheus or webhook"))]
+#[x_kube(validation = Rule::new("has(self.prometheus) || has(self.webhook)").message("set a provider: prometheus or webhook"))]
+#[x_kube(validation = Rule::new("!has(self.prometheus) || !has(self.webhook)").message("set one provider only: prometheus or webhook"))]
 pub struct Gate {
     /// Gate name, unique in the rollout.
     #[schemars(

@@ -6,6 +6,7 @@
 //! (`apiVersion`, `kind`, `metadata.name`). Then what only a program can check:
 //! label selector syntax, query template placeholders, URLs and duration ranges.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde_json::Value;
 
@@ -241,6 +242,16 @@ fn metadata_violations(metadata: Option<&Value>) -> Vec<FieldViolation> {
                 kind_of(other)
             ),
         )),
+    }
+    // The API server decodes metadata as an ObjectMeta before any validation.
+    if out.is_empty()
+        && let Err(error) = serde_json::from_value::<ObjectMeta>(Value::Object(metadata.clone()))
+    {
+        out.push(violation(
+            "metadata",
+            reason::TYPE_INVALID,
+            format!("Invalid value: \"object\": {error}"),
+        ));
     }
     out
 }

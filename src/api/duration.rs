@@ -186,7 +186,9 @@ mod tests {
         #[test]
         fn agrees_with_the_crd_pattern(s in "([0-9]{1,4}(\\.[0-9]{1,3})?(ms|s|m|h|d|us)?){0,3}[.a-z0-9 ]{0,2}") {
             let pattern = regex::Regex::new(DURATION_PATTERN).unwrap();
-            prop_assert_eq!(parse_duration(&s).is_ok(), pattern.is_match(&s), "{:?}", s);
+            let parsed = parse_duration(&s);
+            prop_assume!(!matches!(parsed, Err(DurationError::Overflow { .. })));
+            prop_assert_eq!(parsed.is_ok(), pattern.is_match(&s), "{:?}", s);
         }
 
         #[test]

@@ -146,6 +146,17 @@ mod tests {
     }
 
     #[test]
+    fn conditions_are_a_map_keyed_by_type() {
+        let s = schema();
+        let conditions = &s["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"],
+            serde_json::json!(["type"])
+        );
+    }
+
+    #[test]
     fn crd_names_and_top_level_description() {
         let crd = crd();
         assert_eq!(

@@ -1,3 +1,5 @@
+//! The `ringfence` binary: parse the command line, run it, map errors to exit code 2.
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -165,10 +165,11 @@ pub struct Ring {
     pub bake: String,
 
     /// Targets written at a time inside the ring: a count (at least 1) or a percentage (1% to 100%).
-    // `minimum` and `pattern` each apply to their own type; CEL would need `type()`
-    // to tell an int from a string, and client-side CEL (kube-cel) lacks it.
+    // `minimum`/`maximum` (an IntOrString holds an int32) and `pattern` each apply to
+    // their own type; CEL would need `type()` to tell an int from a string, and
+    // client-side CEL (kube-cel) lacks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("minimum" = 1, "maxLength" = 4, "pattern" = PERCENT_PATTERN))]
+    #[schemars(extend("minimum" = 1, "maximum" = i32::MAX, "maxLength" = 4, "pattern" = PERCENT_PATTERN))]
     pub max_concurrent: Option<IntOrString>,
 }
 

@@ -1,5 +1,7 @@
 //! ringfence: staged configuration rollouts for Kubernetes.
 
 pub mod api;
+pub mod cli;
 pub mod engine;
 pub mod gates;
+pub mod validation;

@@ -37,6 +37,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
+
+use crate::api::parse_duration;
 use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout_at};
@@ -144,35 +146,6 @@ impl LeaderElectionArgs {
             timing,
         }))
     }
-}
-
-/// Parses durations such as `15s`, `500ms`, `1m30s` (units ms, s, m, h).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {text:?}: use e.g. 15s, 500ms or 1m30s");
-    let mut rest = text;
-    let mut total = Duration::ZERO;
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(invalid)?;
-        let value: f64 = rest[..digits].parse().map_err(|_| invalid())?;
-        let unit_len = rest[digits..]
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len() - digits);
-        let seconds = match &rest[digits..digits + unit_len] {
-            "ms" => value / 1000.0,
-            "s" => value,
-            "m" => value * 60.0,
-            "h" => value * 3600.0,
-            _ => return Err(invalid()),
-        };
-        total += Duration::try_from_secs_f64(seconds).map_err(|_| invalid())?;
-        rest = &rest[digits + unit_len..];
-    }
-    Ok(total)
 }
 
 /// The pod's name (or the host name) plus a random suffix: unique even when a
@@ -737,18 +710,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("15s"), Ok(secs(15)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1m30s"), Ok(secs(90)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2h"), Ok(secs(7200)));
-        for bad in ["", "15", "s", "15x", "-1s", "1s2"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
     fn flags_default_to_the_chart_values() {
         use clap::{CommandFactory, Parser};
         #[derive(Parser)]
@@ -775,5 +736,6 @@ mod tests {
             "--leader-elect-renew-deadline=20s",
         ]);
         assert!(bad.leader.config().is_err());
+        assert!(Cli::try_parse_from(["ringfence", "--leader-elect-lease-duration=15"]).is_err());
     }
 }

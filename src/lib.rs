@@ -1,6 +1,8 @@
 //! ringfence: staged configuration rollouts for Kubernetes.
 
 pub mod api;
+pub mod cli;
 pub mod engine;
 pub mod gates;
 pub mod leader;
+pub mod validation;

@@ -352,9 +352,16 @@ fn default_values_render_a_leader_elected_controller() {
         assert!(r.of_kind(kind).is_empty(), "{kind} is off by default");
     }
     let example = notes_example(&r.notes);
-    let rollout: ringfence::api::ConfigRollout = serde_saphyr::from_str(&example)
+    let validator = ringfence::validation::ManifestValidator::new().expect("CRD compiles");
+    let reports = validator
+        .check_text(&example)
         .unwrap_or_else(|e| panic!("NOTES example: {e}\n{example}"));
-    assert_eq!(rollout.spec.rings.len(), 1);
+    assert_eq!(reports.len(), 1, "{example}");
+    assert!(
+        reports[0].violations.is_empty(),
+        "the NOTES example is not a valid ConfigRollout: {:?}",
+        reports[0].violations
+    );
     assert!(r.notes.contains("rollout status deployment/ringfence"));
 }
 

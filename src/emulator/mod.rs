@@ -45,7 +45,9 @@
 //! - Admission webhooks, conversion webhooks, CEL or OpenAPI schema
 //!   validation (the [`AdmissionHook`] is where validation plugs in); objects
 //!   of a multi-version CRD are stored as written and only relabelled.
-//! - Protobuf, aggregated discovery, OpenAPI v2, `explain`, TLS, impersonation.
+//! - Protobuf (only the request bodies kubectl's typed commands send are
+//!   decoded: reviews, Namespace, ConfigMap, Secret, ServiceAccount),
+//!   aggregated discovery, OpenAPI v2, `explain`, TLS, impersonation.
 //! - Strategic merge patch is JSON merge patch in which the lists the
 //!   built-in kinds declare mergeable (containers, volumes, env, ports,
 //!   volumeMounts, conditions, ownerReferences by key; finalizers as a set)
@@ -65,6 +67,7 @@ mod kubeconfig;
 mod meta;
 mod objects;
 mod patch;
+mod protobuf;
 mod registry;
 mod selectors;
 mod server;

@@ -196,6 +196,25 @@ fn patch_error(e: PatchError) -> ApiError {
     }
 }
 
+/// The object without what a no-op write still touches: resourceVersion and
+/// managedFields timestamps.
+fn comparable(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    meta::remove_meta(&mut v, "resourceVersion");
+    if let Some(Value::Array(entries)) =
+        meta::metadata_mut(&mut v).and_then(|m| m.get_mut("managedFields"))
+    {
+        for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+            e.remove("time");
+        }
+    }
+    v
+}
+
+fn unchanged(current: &Value, new: &Value) -> bool {
+    comparable(current) == comparable(new)
+}
+
 /// An object whose deletion completed: marked, and without finalizers.
 fn is_removed(obj: &Value) -> bool {
     meta::is_terminating(obj) && meta::finalizers(obj).is_empty()
@@ -367,7 +386,16 @@ impl Objects {
                     .unwrap_or_else(|| json!({"finalizers": ["kubernetes"]}));
                 set_top(obj, "spec", Some(spec));
             }
-            ("", "secrets") => convert_string_data(obj),
+            ("", "secrets") => {
+                convert_string_data(obj);
+                if obj
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    set_top(obj, "type", Some(json!("Opaque")));
+                }
+            }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 resource_from_crd(obj).map_err(|m| {
                     ApiError::invalid(
@@ -623,7 +651,9 @@ impl Objects {
         Ok(obj)
     }
 
-    /// Stores an update, or removes the object when it was being deleted and its last finalizer went.
+    /// Stores an update, or removes the object when it was being deleted and
+    /// its last finalizer went. A write that changes nothing is not stored
+    /// (no new resourceVersion, no event), as on a real server.
     fn commit_update(
         &self,
         t: &Target,
@@ -631,6 +661,9 @@ impl Objects {
         current: &ObjRef,
         obj: Value,
     ) -> Result<ObjRef, StoreError> {
+        if unchanged(current.value(), &obj) {
+            return Ok(current.clone());
+        }
         let resource = t.rt.key();
         let key = t.key(name);
         if is_removed(&obj) {
@@ -867,7 +900,7 @@ impl Objects {
             .iter()
             .flat_map(|c| {
                 c.fields.iter().map(|f| {
-                    json!({"type": "FieldManagerConflict", "reason": "FieldManagerConflict",
+                    json!({"reason": "FieldManagerConflict",
                            "message": format!("conflict with {}", c.description), "field": f})
                 })
             })

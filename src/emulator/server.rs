@@ -664,11 +664,13 @@ impl Shared {
         // Splice the objects' cached JSON instead of re-serialising them.
         let mut out =
             Vec::with_capacity(items.iter().map(|o| o.json().len() + 1).sum::<usize>() + 256);
-        let head = list_body(rt, &p.version, Vec::new(), list_meta).to_string();
-        let Some(prefix) = head.strip_suffix("[]}") else {
-            return Err(ApiError::internal("list rendering failed"));
-        };
-        out.extend_from_slice(prefix.as_bytes());
+        let head = format!(
+            "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{},\"items\":",
+            json!(format!("{}List", rt.kind)),
+            json!(rt.api_version(&p.version)),
+            Value::Object(list_meta)
+        );
+        out.extend_from_slice(head.as_bytes());
         out.push(b'[');
         for (i, o) in items.iter().enumerate() {
             if i > 0 {
@@ -801,13 +803,15 @@ async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if content_type.contains("protobuf") {
-        return Err(ApiError::new(
-            415,
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
-        ));
-    }
     let bytes = read_body(body).await?;
+    if content_type.contains("protobuf") {
+        return crate::emulator::protobuf::decode_object(&bytes).map_err(|e| {
+            ApiError::new(
+                415,
+                format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({e})"),
+            )
+        });
+    }
     let value = if content_type.contains("yaml") {
         crate::emulator::patch::parse_apply_body(&bytes)
             .map_err(|_| ApiError::bad_request("the request body is not valid YAML"))?

@@ -51,11 +51,12 @@ impl ApiError {
     }
 
     pub fn with_target(mut self, group: &str, kind: &str, name: &str) -> Self {
-        let mut details = json!({"group": group, "kind": kind});
+        let details = self.details.get_or_insert_with(|| json!({}));
+        details["group"] = json!(group);
+        details["kind"] = json!(kind);
         if !name.is_empty() {
             details["name"] = json!(name);
         }
-        self.details = Some(details);
         self
     }
 

@@ -1331,3 +1331,29 @@ async fn rbac_authorizes_service_accounts() {
         .unwrap();
     assert!(user.user.unwrap().starts_with("system:"));
 }
+
+#[tokio::test]
+async fn written_kubeconfigs_work_for_kube_clients() {
+    let emu = Emulator::builder()
+        .authorization(true)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    emu.write_kubeconfig(&path).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let nss: Api<Namespace> = Api::all(client);
+    let names: Vec<String> = nss
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    assert!(names.contains(&"default".to_string()), "{names:?}");
+}

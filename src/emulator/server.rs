@@ -26,6 +26,9 @@ use crate::emulator::store::{Key, ObjRef};
 use crate::emulator::table::{self, IncludeObject, Table};
 use crate::emulator::watch::{self, Filter, WatchRequest};
 
+/// Path prefix carrying a bearer token (see [`split_token`]).
+pub(crate) const TOKEN_PREFIX: &str = "/_token/";
+
 /// Largest request body accepted.
 const MAX_BODY: usize = 16 << 20;
 
@@ -51,9 +54,17 @@ impl Auth {
         tokens.insert(token.to_string(), user);
     }
 
-    fn identify(&self, headers: &HeaderMap) -> Option<UserInfo> {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ")?.trim();
+    /// The user of the token in the URL path, else of the bearer token.
+    fn identify(&self, path_token: Option<&str>, headers: &HeaderMap) -> Option<UserInfo> {
+        let token = match path_token {
+            Some(t) => t,
+            None => headers
+                .get(header::AUTHORIZATION)?
+                .to_str()
+                .ok()?
+                .strip_prefix("Bearer ")?
+                .trim(),
+        };
         let tokens = match self.tokens.read() {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
@@ -206,6 +217,19 @@ fn route(path: &str) -> Route {
     }
 }
 
+/// Splits a `/_token/{token}` prefix off a path. kubectl (client-go's
+/// clientcmd) sends no credentials to a plain-HTTP server, so kubeconfigs
+/// written by the emulator carry the token in the server URL instead.
+fn split_token(path: &str) -> (Option<String>, String) {
+    match path.strip_prefix(TOKEN_PREFIX) {
+        Some(rest) => {
+            let (token, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            (Some(percent_decode(token)), format!("/{tail}"))
+        }
+        None => (None, path.to_string()),
+    }
+}
+
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
     q.map(|q| {
         url::form_urlencoded::parse(q.as_bytes())
@@ -250,7 +274,7 @@ fn parse_rv(s: &str) -> Result<u64, ApiError> {
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_string();
+    let (path_token, path) = split_token(parts.uri.path());
     let route = route(&path);
     if let Route::Private(what) = route {
         return shared
@@ -280,6 +304,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .serve(
             route,
             &parts.method,
+            path_token.as_deref(),
             &parts.headers,
             &query,
             body,
@@ -331,15 +356,19 @@ impl Shared {
         &self,
         route: Route,
         method: &Method,
+        path_token: Option<&str>,
         headers: &HeaderMap,
         query: &HashMap<String, String>,
         body: Body,
         record: &mut RequestRecord,
     ) -> Response {
-        let user = self.auth.identify(headers);
+        let user = self.auth.identify(path_token, headers);
+        // Version and health are public, as on a real cluster.
+        let public = matches!(route, Route::Version | Route::Health);
         if self.auth.enabled {
             match &user {
                 Some(u) => record.user = Some(u.name.clone()),
+                None if public => {}
                 None => {
                     return error_response(&ApiError::new(401, "Unauthorized"));
                 }
@@ -863,6 +892,16 @@ mod tests {
         assert!(res("/api/v1/namespaces/a/configmaps/b/c/d").is_none());
         assert!(matches!(route("/nothing/here"), Route::Unknown));
         assert!(matches!(route("/apis/apps/v1"), Route::GroupVersion(_, _)));
+    }
+
+    #[test]
+    fn tokens_in_paths() {
+        assert_eq!(
+            split_token("/_token/abc/api/v1"),
+            (Some("abc".into()), "/api/v1".into())
+        );
+        assert_eq!(split_token("/_token/abc"), (Some("abc".into()), "/".into()));
+        assert_eq!(split_token("/api"), (None, "/api".into()));
     }
 
     #[test]

@@ -1357,3 +1357,46 @@ async fn written_kubeconfigs_work_for_kube_clients() {
         .collect();
     assert!(names.contains(&"default".to_string()), "{names:?}");
 }
+
+#[tokio::test]
+async fn recorded_events_show_through_the_core_api() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder};
+
+    let emu = start().await;
+    let client = emu.client();
+    install_widgets(&client).await;
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
+    let w = widgets
+        .create(&PostParams::default(), &widget("noisy", 1))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(client.clone(), "widget-controller".into());
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Scaled".into(),
+        note: Some("scaled to 1".into()),
+        action: "Scale".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &w.object_ref(&())).await.unwrap();
+    recorder.publish(&event, &w.object_ref(&())).await.unwrap();
+
+    let core: Api<CoreEvent> = Api::namespaced(client, "default");
+    let selector = format!(
+        "involvedObject.name=noisy,involvedObject.kind=Widget,involvedObject.uid={}",
+        w.uid().unwrap()
+    );
+    let events = core
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(events.len(), 1, "a repeated event is one series");
+    let e = &events[0];
+    assert_eq!(e.message.as_deref(), Some("scaled to 1"));
+    assert_eq!(e.reason.as_deref(), Some("Scaled"));
+    assert_eq!(e.reporting_component.as_deref(), Some("widget-controller"));
+    assert_eq!(e.series.as_ref().and_then(|s| s.count), Some(2));
+}

@@ -106,6 +106,40 @@ impl Kubectl {
     }
 }
 
+/// Records an event about the rollout the way the operator does (events.k8s.io, kube's recorder).
+async fn record_event(emu: &EmulatorHandle, k: &Kubectl) {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::runtime::events::{Event, EventType, Recorder};
+    let uid = k
+        .ok(&[
+            "get",
+            "configrollout",
+            "checkout-flags",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])
+        .await;
+    let reference = ObjectReference {
+        api_version: Some("ringfence.dev/v1alpha1".into()),
+        kind: Some("ConfigRollout".into()),
+        name: Some("checkout-flags".into()),
+        namespace: Some("default".into()),
+        uid: Some(uid),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "RingPromoted".into(),
+        note: Some("ring canary promoted".into()),
+        action: "Promote".into(),
+        secondary: None,
+    };
+    Recorder::new(emu.client(), "ringfence".into())
+        .publish(&event, &reference)
+        .await
+        .unwrap();
+}
+
 fn header(table: &str) -> Vec<&str> {
     table
         .lines()
@@ -189,6 +223,7 @@ async fn apply_get_patch_describe_delete() {
     assert!(yaml.contains("phase: Progressing"), "{yaml}");
     assert!(yaml.contains("generation: 1"), "{yaml}");
 
+    record_event(&emu, &k).await;
     let described = k.ok(&["describe", "configrollout", "checkout-flags"]).await;
     for needle in [
         "Name:         checkout-flags",
@@ -196,6 +231,8 @@ async fn apply_get_patch_describe_delete() {
         "Phase:",
         "Progressing",
         "Events:",
+        "RingPromoted",
+        "ring canary promoted",
     ] {
         assert!(
             described.contains(needle),

@@ -119,12 +119,48 @@ enum Rule {
         fraction: f64,
         code: u16,
         matcher: RequestMatch,
-        rng: StdRng,
+        rng: Box<StdRng>,
     },
     Delay {
         latency: Duration,
         matcher: RequestMatch,
     },
+}
+
+impl Rule {
+    fn apply(&mut self, a: &Attributes, outcome: &mut Outcome) {
+        match self {
+            Rule::FailNext {
+                remaining,
+                code,
+                matcher,
+            } => {
+                if *remaining == 0 || outcome.fail.is_some() || !matcher.matches(a) {
+                    return;
+                }
+                *remaining -= 1;
+                outcome.fail = Some(*code);
+            }
+            Rule::FailFraction {
+                fraction,
+                code,
+                matcher,
+                rng,
+            } => {
+                if outcome.fail.is_some() || !matcher.matches(a) {
+                    return;
+                }
+                let fail = rng.random_bool(*fraction);
+                outcome.fail = fail.then_some(*code);
+            }
+            Rule::Delay { latency, matcher } => {
+                if !matcher.matches(a) {
+                    return;
+                }
+                outcome.delay = Some(outcome.delay.unwrap_or_default() + *latency);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -194,7 +230,7 @@ impl Faults {
             fraction: fraction.clamp(0.0, 1.0),
             code,
             matcher,
-            rng: StdRng::seed_from_u64(seed),
+            rng: Box::new(StdRng::seed_from_u64(seed)),
         });
     }
 
@@ -254,32 +290,7 @@ impl Faults {
         }
         let mut state = self.lock();
         for rule in state.rules.iter_mut() {
-            match rule {
-                Rule::FailNext {
-                    remaining,
-                    code,
-                    matcher,
-                } if *remaining > 0 && matcher.matches(a) => {
-                    if outcome.fail.is_none() {
-                        *remaining -= 1;
-                        outcome.fail = Some(*code);
-                    }
-                }
-                Rule::FailFraction {
-                    fraction,
-                    code,
-                    matcher,
-                    rng,
-                } if matcher.matches(a) => {
-                    if outcome.fail.is_none() && rng.random_bool(*fraction) {
-                        outcome.fail = Some(*code);
-                    }
-                }
-                Rule::Delay { latency, matcher } if matcher.matches(a) => {
-                    outcome.delay = Some(outcome.delay.unwrap_or_default() + *latency);
-                }
-                _ => {}
-            }
+            rule.apply(a, &mut outcome);
         }
         state
             .rules

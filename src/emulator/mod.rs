@@ -10,7 +10,8 @@
 //!   v3 index that makes kubectl validate on the server instead of
 //!   downloading schemas.
 //! - Built-in kinds: Namespace, ConfigMap, Secret, Service, ServiceAccount,
-//!   Event (core and `events.k8s.io`), Deployment, StatefulSet, DaemonSet,
+//!   Event (core and `events.k8s.io`, one store seen through both),
+//!   Deployment, StatefulSet, DaemonSet,
 //!   Lease, CustomResourceDefinition, Role, ClusterRole, RoleBinding,
 //!   ClusterRoleBinding, PodDisruptionBudget, NetworkPolicy, and the
 //!   SelfSubjectAccessReview / SubjectAccessReview reviews.
@@ -60,6 +61,7 @@
 
 mod admission;
 mod authz;
+mod convert;
 mod discovery;
 mod faults;
 mod fields;
@@ -339,11 +341,7 @@ impl EmulatorHandle {
             (true, "") => "default".to_string(),
             (true, ns) => ns.to_string(),
         };
-        let target = Target {
-            rt,
-            version: version.to_string(),
-            namespace,
-        };
+        let target = Target::new(&self.shared.objects.registry, rt, version, &namespace);
         let opts = WriteOptions {
             field_manager: Some("ringfence-emulator".into()),
             default_manager: String::new(),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use crate::emulator::admission::{self, AdmissionHook};
+use crate::emulator::convert;
 use crate::emulator::fields::{self, ManagedEntry, Schema, Scope, Writer};
 use crate::emulator::meta;
 use crate::emulator::patch::{self, PatchError, PatchType};
@@ -29,12 +30,49 @@ const ORPHAN: &str = "orphan";
 /// The resource and version a request addresses, and its namespace ("" when cluster-scoped).
 #[derive(Clone)]
 pub(crate) struct Target {
+    /// The resource whose objects are stored and written.
     pub rt: Arc<ResourceType>,
     pub version: String,
     pub namespace: String,
+    /// The resource the client addresses, when it shows `rt`'s objects in another form.
+    pub view: Option<Arc<ResourceType>>,
 }
 
 impl Target {
+    /// The target for requests to `rt`, resolving resources stored as another one.
+    pub fn new(registry: &Registry, rt: Arc<ResourceType>, version: &str, namespace: &str) -> Self {
+        match rt.stored_as.and_then(|core| registry.by_key(core)) {
+            Some(stored) => Target {
+                version: stored.preferred_version().to_string(),
+                rt: stored,
+                namespace: namespace.to_string(),
+                view: Some(rt),
+            },
+            None => Target {
+                rt,
+                version: version.to_string(),
+                namespace: namespace.to_string(),
+                view: None,
+            },
+        }
+    }
+
+    /// A client's object in stored form.
+    fn inbound(&self, obj: Value) -> Value {
+        match &self.view {
+            Some(_) => convert::event_to_core(obj),
+            None => obj,
+        }
+    }
+
+    /// A stored object in the client's form.
+    fn outbound(&self, obj: &Value) -> Value {
+        match &self.view {
+            Some(_) => convert::event_from_core(obj),
+            None => obj.clone(),
+        }
+    }
+
     fn key(&self, name: &str) -> Key {
         (self.namespace.clone(), name.to_string())
     }
@@ -227,8 +265,9 @@ fn spec_changed(old: &Value, new: &Value, ignore_status: bool) -> bool {
             .map(|m| {
                 m.iter()
                     .filter(|(k, _)| {
-                        !matches!(k.as_str(), "metadata" | "apiVersion" | "kind")
-                            && !(ignore_status && k.as_str() == "status")
+                        let server_owned = matches!(k.as_str(), "metadata" | "apiVersion" | "kind");
+                        let status = ignore_status && k.as_str() == "status";
+                        !(server_owned || status)
                     })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
@@ -331,12 +370,15 @@ fn set_top(obj: &mut Value, key: &str, value: Option<Value>) {
 impl Objects {
     pub fn get(&self, t: &Target, name: &str) -> Result<ObjRef, ApiError> {
         self.store
-            .get(&t.rt.key(), &t.key(name))
+            .get(&t.rt.bucket(), &t.key(name))
             .ok_or_else(|| t.not_found(name))
     }
 
     /// The object as a client of `version` sees it.
     pub fn present(rt: &ResourceType, version: &str, obj: &ObjRef) -> ObjRef {
+        if rt.stored_as.is_some() {
+            return Arc::new(StoredObject::new(convert::event_from_core(obj.value())));
+        }
         let api_version = rt.api_version(version);
         if obj.value().get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str()) {
             return obj.clone();
@@ -459,6 +501,11 @@ impl Objects {
     }
 
     pub fn create(&self, t: &Target, body: Value, opts: &WriteOptions) -> Result<ObjRef, ApiError> {
+        let body = if body.is_object() {
+            t.inbound(body)
+        } else {
+            body
+        };
         self.create_owned(t, body, opts, Ownership::Update(opts.manager()))
     }
 
@@ -538,7 +585,7 @@ impl Objects {
         };
         fields::write_managed(&mut obj, &entries);
 
-        let resource = t.rt.key();
+        let resource = t.rt.bucket();
         for _ in 0..8 {
             let mut candidate = obj.clone();
             if meta::name(&candidate).is_empty() {
@@ -664,7 +711,7 @@ impl Objects {
         if unchanged(current.value(), &obj) {
             return Ok(current.clone());
         }
-        let resource = t.rt.key();
+        let resource = t.rt.bucket();
         let key = t.key(name);
         if is_removed(&obj) {
             let gone = self
@@ -691,6 +738,7 @@ impl Objects {
                 "the request body must be a JSON object",
             ));
         }
+        let body = t.inbound(body);
         Self::check_kind(t, &body)?;
         Self::check_namespace(t, &body)?;
         if meta::name(&body) != name {
@@ -743,12 +791,14 @@ impl Objects {
         }
         loop {
             let current = self.get(t, name)?;
+            let base = t.outbound(current.value());
             let patched = match patch_type {
-                PatchType::Merge => patch::merge_patch(current.value(), body),
-                PatchType::Json => patch::json_patch(current.value(), body),
-                _ => patch::strategic_patch(current.value(), body, &t.schema()),
+                PatchType::Merge => patch::merge_patch(&base, body),
+                PatchType::Json => patch::json_patch(&base, body),
+                _ => patch::strategic_patch(&base, body, &t.schema()),
             }
             .map_err(patch_error)?;
+            let patched = t.inbound(patched);
             let precondition = meta::resource_version(&patched);
             if precondition != current.rv() {
                 return Err(t.stale(name));
@@ -801,6 +851,7 @@ impl Objects {
                 return Err(ApiError::bad_request(format!("{field} must be set")));
             }
         }
+        let applied = t.inbound(applied);
         Self::check_kind(t, &applied)?;
         Self::check_namespace(t, &applied)?;
         if meta::name(&applied) != name {
@@ -820,7 +871,7 @@ impl Objects {
         };
         let schema = t.schema();
         loop {
-            let Some(current) = self.store.get(&t.rt.key(), &t.key(name)) else {
+            let Some(current) = self.store.get(&t.rt.bucket(), &t.key(name)) else {
                 if status {
                     return Err(t.not_found(name));
                 }
@@ -929,7 +980,7 @@ impl Objects {
             t.rt.namespaced
                 .then_some(t.namespace.as_str())
                 .filter(|n| !n.is_empty());
-        let page = self.store.list(&t.rt.key(), ns, None, None, filter);
+        let page = self.store.list(&t.rt.bucket(), ns, None, None, filter);
         let mut deleted = Vec::new();
         for obj in page.items {
             let key = (
@@ -952,11 +1003,12 @@ impl Objects {
         key: &Key,
         opts: &DeleteOptions,
     ) -> Result<ObjRef, ApiError> {
-        let resource = rt.key();
+        let resource = rt.bucket();
         let t = Target {
             rt: rt.clone(),
             version: rt.preferred_version().to_string(),
             namespace: key.0.clone(),
+            view: None,
         };
         let name = key.1.as_str();
         loop {
@@ -1063,7 +1115,7 @@ impl Objects {
     }
 
     fn delete_all_of(&self, rt: &Arc<ResourceType>) {
-        let page = self.store.list(&rt.key(), None, None, None, &|_| true);
+        let page = self.store.list(&rt.bucket(), None, None, None, &|_| true);
         for obj in page.items {
             let key = (
                 meta::namespace(obj.value()).to_string(),
@@ -1083,6 +1135,7 @@ impl Objects {
             version: rt.preferred_version().to_string(),
             namespace: meta::namespace(obj.value()).to_string(),
             rt,
+            view: None,
         };
         let mut value = obj.value().clone();
         let remaining: Vec<String> = meta::finalizers(&value)
@@ -1155,7 +1208,7 @@ impl Objects {
                     acted = true;
                 } else if resource == CRD_BUCKET
                     && finalizers.iter().any(|f| f == CRD_CLEANUP)
-                    && resource_from_crd(v).is_ok_and(|cr| self.store.count(&cr.key()) == 0)
+                    && resource_from_crd(v).is_ok_and(|cr| self.store.count(&cr.bucket()) == 0)
                 {
                     self.release(resource, o, CRD_CLEANUP);
                     acted = true;

@@ -23,12 +23,20 @@ pub(crate) struct ResourceType {
     pub create_only: bool,
     /// The defining CRD, for custom resources.
     pub crd: Option<Arc<Value>>,
+    /// The core resource whose objects this one shows in another form
+    /// (`events.k8s.io` Events are core Events).
+    pub stored_as: Option<&'static str>,
 }
 
 impl ResourceType {
-    /// The store's bucket name: `plural` or `plural.group`.
+    /// The registry key: `plural` or `plural.group`.
     pub fn key(&self) -> String {
         crate::emulator::status::group_resource(&self.group, &self.plural)
+    }
+
+    /// Where the store keeps the objects.
+    pub fn bucket(&self) -> String {
+        self.stored_as.map_or_else(|| self.key(), str::to_string)
     }
 
     pub fn api_version(&self, version: &str) -> String {
@@ -91,6 +99,7 @@ struct Builtin {
     categories: &'static [&'static str],
     status: bool,
     create_only: bool,
+    stored_as: Option<&'static str>,
 }
 
 const fn kind(
@@ -110,6 +119,7 @@ const fn kind(
         categories: &[],
         status: false,
         create_only: false,
+        stored_as: None,
     }
 }
 
@@ -125,6 +135,11 @@ const fn in_all(mut b: Builtin) -> Builtin {
 
 const fn with_status(mut b: Builtin) -> Builtin {
     b.status = true;
+    b
+}
+
+const fn stored_as(mut b: Builtin, core: &'static str) -> Builtin {
+    b.stored_as = Some(core);
     b
 }
 
@@ -146,9 +161,12 @@ const BUILTINS: &[Builtin] = &[
         &["sa"],
     ),
     short(kind("", "v1", "events", "Event", true), &["ev"]),
-    short(
-        kind("events.k8s.io", "v1", "events", "Event", true),
-        &["ev"],
+    stored_as(
+        short(
+            kind("events.k8s.io", "v1", "events", "Event", true),
+            &["ev"],
+        ),
+        "events",
     ),
     in_all(with_status(short(
         kind("apps", "v1", "deployments", "Deployment", true),
@@ -251,6 +269,7 @@ fn builtin_types() -> Vec<ResourceType> {
             status_subresource: b.status,
             create_only: b.create_only,
             crd: None,
+            stored_as: b.stored_as,
         })
         .collect()
 }
@@ -342,6 +361,7 @@ pub(crate) fn resource_from_crd(crd: &Value) -> Result<ResourceType, String> {
         status_subresource: status,
         create_only: false,
         crd: Some(Arc::new(crd.clone())),
+        stored_as: None,
     })
 }
 

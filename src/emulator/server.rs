@@ -272,6 +272,14 @@ fn parse_rv(s: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
 }
 
+/// What a handler reads from a request besides its body.
+struct Incoming<'a> {
+    method: &'a Method,
+    path_token: Option<&'a str>,
+    headers: &'a HeaderMap,
+    query: &'a HashMap<String, String>,
+}
+
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let (path_token, path) = split_token(parts.uri.path());
@@ -303,10 +311,12 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let response = shared
         .serve(
             route,
-            &parts.method,
-            path_token.as_deref(),
-            &parts.headers,
-            &query,
+            &Incoming {
+                method: &parts.method,
+                path_token: path_token.as_deref(),
+                headers: &parts.headers,
+                query: &query,
+            },
             body,
             &mut record,
         )
@@ -355,14 +365,12 @@ impl Shared {
     async fn serve(
         &self,
         route: Route,
-        method: &Method,
-        path_token: Option<&str>,
-        headers: &HeaderMap,
-        query: &HashMap<String, String>,
+        req: &Incoming<'_>,
         body: Body,
         record: &mut RequestRecord,
     ) -> Response {
-        let user = self.auth.identify(path_token, headers);
+        let method = req.method;
+        let user = self.auth.identify(req.path_token, req.headers);
         // Version and health are public, as on a real cluster.
         let public = matches!(route, Route::Version | Route::Health);
         if self.auth.enabled {
@@ -396,10 +404,7 @@ impl Shared {
             ),
             Route::Resource(p) => {
                 let user = user.unwrap_or_else(UserInfo::admin);
-                match self
-                    .resource(p, method, headers, query, body, record, &user)
-                    .await
-                {
+                match self.resource(p, req, body, record, &user).await {
                     Ok(r) => r,
                     Err(e) => error_response(&e),
                 }
@@ -408,17 +413,15 @@ impl Shared {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn resource(
         &self,
         p: ResourcePath,
-        method: &Method,
-        headers: &HeaderMap,
-        query: &HashMap<String, String>,
+        req: &Incoming<'_>,
         body: Body,
         record: &mut RequestRecord,
         user: &UserInfo,
     ) -> Result<Response, ApiError> {
+        let (method, headers, query) = (req.method, req.headers, req.query);
         let rt = self
             .objects
             .registry
@@ -493,11 +496,7 @@ impl Shared {
             ));
         }
 
-        let target = Target {
-            rt: rt.clone(),
-            version: p.version.clone(),
-            namespace: namespace.clone(),
-        };
+        let target = Target::new(&self.objects.registry, rt.clone(), &p.version, &namespace);
         let accept = headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
@@ -566,7 +565,7 @@ impl Shared {
                 let body = read_body(body).await?;
                 let existed = objects
                     .store
-                    .get(&rt.key(), &(namespace.clone(), name.clone()))
+                    .get(&target.rt.bucket(), &(namespace.clone(), name.clone()))
                     .is_some();
                 let obj =
                     objects.patch(&target, &name, sub == "status", patch_type, &body, &opts)?;
@@ -581,7 +580,7 @@ impl Shared {
                 let obj = objects.delete(&target, &name, &delete)?;
                 let still_there = objects
                     .store
-                    .get(&rt.key(), &(namespace.clone(), name.clone()))
+                    .get(&target.rt.bucket(), &(namespace.clone(), name.clone()))
                     .is_some();
                 Ok(object_response(
                     if still_there { 202 } else { 200 },
@@ -638,7 +637,7 @@ impl Shared {
             Some(Err(_)) => return Err(ApiError::bad_request("invalid limit")),
         };
         let store = &self.objects.store;
-        let resource = rt.key();
+        let resource = rt.bucket();
         let ns = filter.namespace.as_deref();
         let matches = |v: &Value| filter.matches(v);
         let page = if let Some(token) = query.get("continue").filter(|c| !c.is_empty()) {

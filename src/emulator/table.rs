@@ -133,7 +133,10 @@ impl JsonPath {
                                 let got = field.iter().try_fold(*item, |c, f| c.get(f.as_str()));
                                 match got {
                                     Some(Value::String(s)) => s == expected,
-                                    Some(other) => other.to_string() == *expected,
+                                    Some(other) => {
+                                        serde_json::from_str::<Value>(expected).ok().as_ref()
+                                            == Some(other)
+                                    }
                                     None => false,
                                 }
                             }))

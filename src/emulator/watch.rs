@@ -217,7 +217,7 @@ pub(crate) fn stream(
     closer: watch::Receiver<u64>,
     bookmark_interval: Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let resource = req.rt.key();
+    let resource = req.rt.bucket();
     let subscription = if req.force_expired {
         None
     } else {

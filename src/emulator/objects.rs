@@ -529,8 +529,7 @@ impl Objects {
         }
         Self::check_kind(t, &obj)?;
         Self::check_namespace(t, &obj)?;
-        if meta::resource_version(&obj) != 0 || !meta::meta_str(&obj, "resourceVersion").is_empty()
-        {
+        if !meta::meta_str(&obj, "resourceVersion").is_empty() {
             return Err(ApiError::internal(
                 "resourceVersion should not be set on objects to be created",
             ));

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod emulator;
 pub mod engine;
 pub mod gates;
 pub mod leader;

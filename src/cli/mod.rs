@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod crd;
+pub mod emulator;
 pub mod validate;
 
 /// Staged configuration rollouts for Kubernetes: canary rings, health gates, exact rollback.
@@ -50,6 +51,8 @@ commands! {
     Crd(crd::CrdArgs),
     /// Check ConfigRollout manifests offline, as the API server and the controller would.
     Validate(validate::ValidateArgs),
+    /// Serve an in-process Kubernetes API emulator on loopback, for kubectl and local runs.
+    Emulator(emulator::EmulatorArgs),
 }
 
 /// Writes `text` to stdout; a closed pipe (`ringfence crd | head`) is not an error.

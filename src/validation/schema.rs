@@ -45,6 +45,20 @@ pub struct FieldViolation {
     pub message: String,
 }
 
+impl FieldViolation {
+    pub fn new(
+        field: impl Into<String>,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for FieldViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.field.is_empty() {

@@ -544,3 +544,185 @@ fn values_schema_rejects_wrong_values_with_clear_messages() {
         );
     }
 }
+
+/// Every rendered object (but the ServiceMonitor, whose CRD is not ours) is
+/// accepted by the API: created through the emulator with the admin client.
+#[tokio::test]
+async fn rendered_objects_are_created_in_the_emulator() {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::GroupVersionKind;
+    use kube::discovery::{Scope, pinned_kind};
+    use ringfence::emulator::Emulator;
+
+    for values in [
+        json!({}),
+        json!({
+            "watchNamespace": "team-a",
+            "rbac": {"targetNamespaces": ["cell-1"]},
+            "podDisruptionBudget": {"enabled": true},
+            "networkPolicy": {"enabled": true, "egress": [{"ports": [{"port": 443}]}]},
+            "serviceMonitor": {"enabled": true},
+        }),
+    ] {
+        let emu = Emulator::builder().start().await.expect("emulator");
+        let client = emu.client();
+        for ns in [NAMESPACE, "team-a", "cell-1"] {
+            emu.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+                .expect("namespace");
+        }
+        let mut objects = render(values.clone()).objects;
+        // The CRD first, as Helm orders it.
+        objects.sort_by_key(|o| o["kind"] != "CustomResourceDefinition");
+        for object in objects.iter().filter(|o| o["kind"] != "ServiceMonitor") {
+            let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
+                Some((g, v)) => (g, v),
+                None => ("", object["apiVersion"].as_str().unwrap()),
+            };
+            let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
+            let (resource, caps) = pinned_kind(&client, &gvk)
+                .await
+                .unwrap_or_else(|e| panic!("{gvk:?} not served: {e}"));
+            let api: Api<DynamicObject> =
+                match (caps.scope, object["metadata"]["namespace"].as_str()) {
+                    (Scope::Namespaced, Some(ns)) => {
+                        Api::namespaced_with(client.clone(), ns, &resource)
+                    }
+                    (Scope::Namespaced, None) => {
+                        panic!("{} has no namespace", object["metadata"]["name"])
+                    }
+                    (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+                };
+            let obj: DynamicObject = serde_json::from_value(object.clone()).expect("object");
+            api.create(&PostParams::default(), &obj)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "creating {} {:?} ({values}): {e}",
+                        gvk.kind, obj.metadata.name
+                    )
+                });
+        }
+        // The CRD is served once created.
+        let crs = GroupVersionKind::gvk("ringfence.dev", "v1alpha1", "ConfigRollout");
+        pinned_kind(&client, &crs)
+            .await
+            .expect("ConfigRollouts are served");
+        emu.shutdown().await;
+    }
+}
+
+/// `(apiGroup, resource[/subresource], verb)` triples.
+type Permissions = std::collections::BTreeSet<(String, String, String)>;
+
+/// What `roles` grant, every list expanded.
+fn granted(roles: &[&Value]) -> Permissions {
+    let mut out = Permissions::new();
+    for role in roles {
+        for (groups, resources, verbs) in rules(role) {
+            for g in &groups {
+                for r in &resources {
+                    for v in &verbs {
+                        out.insert((g.clone(), r.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What `user` asked for, by the emulator's request log; panics on any 403.
+fn used(log: &[ringfence::emulator::RequestRecord], user: &str) -> Permissions {
+    let mine: Vec<_> = log
+        .iter()
+        .filter(|r| r.user.as_deref() == Some(user) && !r.verb.is_empty())
+        .collect();
+    let denied: Vec<String> = mine
+        .iter()
+        .filter(|r| r.code == 403)
+        .map(|r| format!("{} {} {}", r.verb, r.path, r.code))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "{user} was denied:\n{}",
+        denied.join("\n")
+    );
+    mine.iter()
+        .map(|r| {
+            let resource = match r.subresource.as_str() {
+                "" => r.resource.clone(),
+                sub => format!("{}/{sub}", r.resource),
+            };
+            (r.group.clone(), resource, r.verb.clone())
+        })
+        .collect()
+}
+
+/// Leader election as the chart's ServiceAccount, authorized only by the
+/// rendered lease Role: it is never denied, and it uses every verb granted.
+#[tokio::test]
+async fn leader_election_needs_exactly_the_charts_lease_role() {
+    use ringfence::emulator::Emulator;
+    use ringfence::leader::{LeaderConfig, LeaderElection, Timing};
+    use std::time::Duration;
+
+    let emu = Emulator::builder()
+        .authorization(true)
+        .start()
+        .await
+        .expect("emulator");
+    emu.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}))
+        .expect("namespace");
+    let r = render(json!({}));
+    let role = r.one("Role", "ringfence-leader-election");
+    emu.apply(role).expect("role");
+    emu.apply(r.one("RoleBinding", "ringfence-leader-election"))
+        .expect("binding");
+    let token = emu.service_account_token(NAMESPACE, RELEASE);
+    let timing = Timing {
+        lease_duration: Duration::from_secs(1),
+        renew_deadline: Duration::from_millis(600),
+        retry_period: Duration::from_millis(100),
+    };
+    let elector = |identity: &str| {
+        let config = LeaderConfig {
+            lease_name: "ringfence".into(),
+            namespace: NAMESPACE.into(),
+            identity: identity.into(),
+            timing,
+        };
+        let election = LeaderElection::new(emu.client_for_token(&token), config).expect("timing");
+        let mut signal = election.subscribe();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(election.run(async {
+            let _ = stopped.await;
+        }));
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), signal.wait_for(|l| *l))
+                .await
+                .expect("becomes leader")
+                .expect("election running");
+            (stop, task)
+        }
+    };
+    // The first creates the Lease and renews it; the second takes it over
+    // after the first released it.
+    let (stop, first) = elector("first").await;
+    tokio::time::sleep(timing.retry_period * 3).await;
+    let second = elector("second");
+    stop.send(()).unwrap();
+    first.await.unwrap().expect("clean shutdown");
+    let (stop, second) = second.await;
+    stop.send(()).unwrap();
+    second.await.unwrap().expect("clean shutdown");
+
+    let user = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}");
+    let used = used(&emu.request_log().entries(), &user);
+    let granted = granted(&[role]);
+    println!("leader election used: {used:?}");
+    assert_eq!(
+        used, granted,
+        "the lease Role grants exactly what election uses"
+    );
+    emu.shutdown().await;
+}

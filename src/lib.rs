@@ -1,5 +1,9 @@
 //! ringfence: staged configuration rollouts for Kubernetes.
 
 pub mod api;
+pub mod controller;
 pub mod engine;
 pub mod gates;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;

@@ -169,11 +169,18 @@ pub enum Action {
     /// Record the current content (or absence) of these targets durably, before anything overwrites them.
     RecordPriors { namespaces: Vec<String> },
     /// Server-side apply the resolved config with this revision to these targets.
-    WriteTargets { revision: String, namespaces: Vec<String> },
+    WriteTargets {
+        revision: String,
+        namespaces: Vec<String>,
+    },
     /// Put back the recorded prior content (delete where it did not exist).
     RestoreTargets { namespaces: Vec<String> },
     /// Set the pod-template revision annotation on these workloads.
-    StampWorkloads { namespace: String, revision: String, workloads: Vec<(WorkloadKind, String)> },
+    StampWorkloads {
+        namespace: String,
+        revision: String,
+        workloads: Vec<(WorkloadKind, String)>,
+    },
     /// The rollback point moved on: drop every recorded prior.
     ForgetPriors,
 }

@@ -143,16 +143,16 @@ async fn reconcile_rollout(
     });
 
     apply_actions(ctx, &rollout, &mut observed, &decision).await?;
-    record_metrics(ctx, &decision, now);
-    ctx.events
-        .publish(&rollout.object_ref(&()), &decision.events)
-        .await;
-
     let mut desired = decision.status.clone();
     desired.observed_generation = Some(meta.generation);
     if status::write(&api, &rollout, &desired).await? {
         tracing::debug!(phase = ?desired.phase, "status written");
     }
+    // Events and metrics describe transitions: only once the status recording them is persisted.
+    record_metrics(ctx, &decision, now);
+    ctx.events
+        .publish(&rollout.object_ref(&()), &decision.events)
+        .await;
 
     Ok(match decision.requeue_at {
         Some(at) => {

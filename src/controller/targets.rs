@@ -255,7 +255,11 @@ impl Desired {
         let mut patch = Map::new();
         for (field, want, have) in [
             ("data", &self.snapshot.data, &actual.snapshot.data),
-            ("binaryData", &self.snapshot.binary_data, &actual.snapshot.binary_data),
+            (
+                "binaryData",
+                &self.snapshot.binary_data,
+                &actual.snapshot.binary_data,
+            ),
         ] {
             let diff = map_diff(want, have);
             if !diff.is_empty() {

@@ -125,7 +125,7 @@ async fn reconcile_rollout(
     if !requests.is_empty() {
         for (provider, result) in ctx
             .gates
-            .evaluate(&rollout.spec, &meta, &requests, now)
+            .evaluate(&ctx.client, &rollout.spec, &meta, &requests, now)
             .await
         {
             ctx.metrics.gate_evaluated(provider, result.verdict);

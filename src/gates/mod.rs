@@ -3,4 +3,13 @@
 //! Each provider is a thin adapter (HTTP) around pure parsing and judging code,
 //! so most of the logic is unit-tested without a network.
 
+pub mod prometheus;
+pub mod template;
 pub mod webhook;
+
+/// The rollout a gate belongs to, for query placeholders.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GateContext {
+    pub rollout_namespace: String,
+    pub rollout_name: String,
+}

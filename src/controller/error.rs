@@ -25,6 +25,10 @@ pub enum Error {
     #[error("prior-content store: {0}")]
     Priors(String),
 
+    /// The watch caches the world is observed from have not synced yet.
+    #[error("caches not synced yet")]
+    NotReady,
+
     /// A restore was asked for a target without a recorded prior.
     #[error("no recorded prior content for target in namespace {0}")]
     MissingPrior(String),
@@ -52,6 +56,7 @@ impl Error {
             Self::InvalidSpec(_) => "invalid-spec",
             Self::Priors(_) => "priors",
             Self::MissingPrior(_) => "missing-prior",
+            Self::NotReady => "not-ready",
         }
     }
 

@@ -20,6 +20,8 @@ use super::workloads;
 use crate::api::{ABORT_ANNOTATION, ConfigRollout, PROMOTE_ANNOTATION, RETRY_ANNOTATION};
 use crate::engine::{self, Action as EngineAction, Decision, Inputs, Requests, RolloutMeta};
 
+/// How long a reconcile waits for the watch caches before backing off.
+const CACHE_SYNC_WAIT: Duration = Duration::from_secs(30);
 /// Smallest requeue delay, so a deadline already in the past cannot spin the controller.
 const MIN_REQUEUE: Duration = Duration::from_millis(10);
 
@@ -91,6 +93,17 @@ async fn reconcile_rollout(
     guard: &DeserializeGuard<ConfigRollout>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    // An empty namespace cache would look like every target namespace is gone.
+    let synced = async {
+        ctx.namespaces.wait_until_ready().await.is_ok()
+            && ctx.rollouts.wait_until_ready().await.is_ok()
+    };
+    if !tokio::time::timeout(CACHE_SYNC_WAIT, synced)
+        .await
+        .unwrap_or(false)
+    {
+        return Err(Error::NotReady);
+    }
     let ns = guard.namespace().unwrap_or_default();
     let api: Api<ConfigRollout> = Api::namespaced(ctx.client.clone(), &ns);
     // Read fresh: the cache may not hold our own last status write yet, and deciding from a
@@ -199,11 +212,15 @@ async fn apply_actions(
                     return Err(Error::MissingPrior(ns.clone()));
                 }
                 let desired = Desired::revision(resolved, revision, &rollout_key(rollout));
-                writer.write_batch(namespaces, &desired).await?;
+                writer
+                    .write_batch(namespaces, &desired, &observed.targets)
+                    .await?;
                 tracing::info!(targets = namespaces.len(), %revision, "wrote targets");
             }
             EngineAction::RestoreTargets { namespaces } => {
-                writer.restore_batch(namespaces, &observed.priors).await?;
+                writer
+                    .restore_batch(namespaces, &observed.priors, &observed.targets)
+                    .await?;
                 tracing::info!(
                     targets = namespaces.len(),
                     "restored targets to their prior content"

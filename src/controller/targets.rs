@@ -250,6 +250,29 @@ impl Desired {
         body
     }
 
+    /// A merge patch removing the data keys `actual` has and this lacks, or None.
+    pub fn removals(&self, actual: &ObservedTarget) -> Option<Value> {
+        let mut patch = Map::new();
+        for (field, want, have) in [
+            ("data", &self.snapshot.data, &actual.snapshot.data),
+            (
+                "binaryData",
+                &self.snapshot.binary_data,
+                &actual.snapshot.binary_data,
+            ),
+        ] {
+            let gone: Map<String, Value> = have
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .map(|k| (k.clone(), Value::Null))
+                .collect();
+            if !gone.is_empty() {
+                patch.insert(field.to_string(), Value::Object(gone));
+            }
+        }
+        (!patch.is_empty()).then_some(Value::Object(patch))
+    }
+
     /// A merge patch bringing `actual` to exactly this, or None when it already is.
     pub fn fixup(&self, actual: &ObservedTarget) -> Option<Value> {
         let mut patch = Map::new();
@@ -350,8 +373,19 @@ impl TargetWriter {
         }
     }
 
-    /// Applies `desired` to the target in `namespace` and corrects what apply could not.
-    pub async fn put(&self, namespace: &str, desired: &Desired) -> Result<(), Error> {
+    /// Makes the target in `namespace` hold exactly `desired`. The apply is the commit point:
+    /// it is the only request that sets the revision annotation, so keys it cannot remove
+    /// (owned by another manager) are removed before it, and a crash in between leaves a
+    /// target that plainly does not hold the revision yet.
+    pub async fn put(
+        &self,
+        namespace: &str,
+        desired: &Desired,
+        current: Option<&ObservedTarget>,
+    ) -> Result<(), Error> {
+        if let Some(cleanup) = current.and_then(|c| desired.removals(c)) {
+            self.merge(namespace, "clean up", &cleanup).await?;
+        }
         let body = desired.apply_body(self.kind, &self.name, namespace);
         let apply = Patch::Apply(&body);
         let params = apply_params();
@@ -368,15 +402,20 @@ impl TargetWriter {
                 ObservedTarget::from_secret(&s)
             }
         };
-        let Some(patch) = desired.fixup(&applied) else {
-            return Ok(());
-        };
-        let what = format!("correct {} {namespace}/{}", kind_name(self.kind), self.name);
+        // Someone may have added a key between the cleanup and the apply.
+        match desired.fixup(&applied) {
+            Some(patch) => self.merge(namespace, "correct", &patch).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn merge(&self, namespace: &str, verb: &str, patch: &Value) -> Result<(), Error> {
+        let what = format!("{verb} {} {namespace}/{}", kind_name(self.kind), self.name);
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
         };
-        let merge = Patch::Merge(&patch);
+        let merge = Patch::Merge(patch);
         match self.kind {
             ConfigKind::ConfigMap => {
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
@@ -415,9 +454,16 @@ impl TargetWriter {
     }
 
     /// Writes the revision to every namespace of a batch, concurrently.
-    pub async fn write_batch(&self, namespaces: &[String], desired: &Desired) -> Result<(), Error> {
-        self.for_each(namespaces, |ns| async move { self.put(&ns, desired).await })
-            .await
+    pub async fn write_batch(
+        &self,
+        namespaces: &[String],
+        desired: &Desired,
+        current: &BTreeMap<String, ObservedTarget>,
+    ) -> Result<(), Error> {
+        self.for_each(namespaces, |ns| async move {
+            self.put(&ns, desired, current.get(&ns)).await
+        })
+        .await
     }
 
     /// Restores every namespace to its recorded prior (deleting targets that did not exist).
@@ -425,6 +471,7 @@ impl TargetWriter {
         &self,
         namespaces: &[String],
         priors: &PriorState,
+        current: &BTreeMap<String, ObservedTarget>,
     ) -> Result<(), Error> {
         self.for_each(namespaces, |ns| async move {
             let entry = priors
@@ -438,7 +485,8 @@ impl TargetWriter {
                 .snapshot_of(entry)
                 .cloned()
                 .ok_or_else(|| Error::MissingPrior(ns.clone()))?;
-            self.put(&ns, &Desired::prior(entry, snapshot)).await
+            self.put(&ns, &Desired::prior(entry, snapshot), current.get(&ns))
+                .await
         })
         .await
     }
@@ -584,6 +632,25 @@ mod tests {
             ..ObservedTarget::default()
         };
         assert_eq!(desired.fixup(&exact), None);
+    }
+
+    #[test]
+    fn removals_drop_only_keys_the_desired_content_lacks() {
+        let c = config(ConfigKind::ConfigMap, &[("keep", b"new")]);
+        let desired = Desired::revision(&c, "r", "p/x");
+        let mut actual = ObservedTarget::default();
+        actual.snapshot.data = BTreeMap::from([
+            ("keep".to_string(), "old".to_string()),
+            ("legacy".to_string(), "on".to_string()),
+        ]);
+        actual.snapshot.binary_data = BTreeMap::from([("blob".to_string(), "AA==".to_string())]);
+        assert_eq!(
+            desired.removals(&actual),
+            Some(json!({"data": {"legacy": null}, "binaryData": {"blob": null}}))
+        );
+        actual.snapshot.data.remove("legacy");
+        actual.snapshot.binary_data.clear();
+        assert_eq!(desired.removals(&actual), None);
     }
 
     #[test]

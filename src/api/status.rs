@@ -59,6 +59,15 @@ pub struct ConfigRolloutStatus {
     /// Manual requests (annotation values) already acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_requests: Option<HandledRequests>,
+
+    /// When the current pause began; on resume the current ring's bake and
+    /// progress deadline are moved on by the time spent paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<Time>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Lifecycle of a revision.
@@ -93,6 +102,7 @@ pub struct RingStatus {
     #[serde(default)]
     pub updated: u32,
 
+    /// When the ring started (re-set once its baselines are measured, just before its first write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
 
@@ -102,6 +112,10 @@ pub struct RingStatus {
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<Time>,
+
+    /// Seconds this ring spent paused; they extend its progress deadline.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paused_seconds: u64,
 
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateStatus>,

@@ -195,8 +195,9 @@ pub enum EventType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventNote {
     pub type_: EventType,
-    /// CamelCase: RingStarted, RingPromoted, GateFailed, RollbackStarted, RollbackCompleted,
-    /// RolloutSucceeded, InvalidSpec, TargetDrifted.
+    /// CamelCase: RingStarted, RingPromoted, GateFailed, ProgressDeadlineExceeded,
+    /// RollbackStarted, RollbackCompleted, RolloutSucceeded, RolloutFailed, RolloutSuperseded,
+    /// RolloutPaused, RolloutResumed, PromoteRefused, InvalidSpec, TargetDrifted.
     pub reason: &'static str,
     pub note: String,
 }

@@ -1,0 +1,1167 @@
+//! `decide`: one step of the rollout state machine (see the module docs in
+//! `engine/mod.rs` for the states and transitions).
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::clock::{after, elapsed, stamp};
+use super::conditions::{self, Desired, Truth};
+use super::gates::{
+    active_ring, all_passing, apply_results, currently_failing, failed_gates, initial_gates,
+    missing_baselines, next_due,
+};
+use super::message::{self, Observed, drift_list};
+use super::model::{Action, Decision, EventNote, EventType, GatePurpose, Inputs};
+use super::rings::{ResolvedRing, alive_namespaces, check_permitted, check_unclaimed, resolve};
+use super::rollback::{holds_prior, restamp_actions, restore_order};
+use super::validate::{Invalid, Plan, plan};
+use crate::api::{
+    ConfigRolloutStatus, FIELD_MANAGER, GateStatus, HandledRequests, HistoryEntry, Phase,
+    RingPhase, RingStatus, RollbackStatus,
+};
+
+/// History entries kept in status, newest first.
+const HISTORY_LIMIT: usize = 10;
+
+/// Decides what to do next from the persisted status and the observed world.
+/// Pure: the same inputs always give the same decision, and a rollout whose
+/// world already matches its status gets no actions and an unchanged status.
+pub fn decide(inputs: &Inputs) -> Decision {
+    let plan = match plan(inputs) {
+        Ok(plan) => plan,
+        Err(invalid) if inputs.status.phase == Some(Phase::RollingBack) => {
+            // Restoring needs neither the config nor the rings' spec: a spec
+            // that broke mid-rollback must not leave targets half restored.
+            let fallback = Plan::restoring(inputs.status.revision.clone().unwrap_or_default());
+            let mut step = Step::new(inputs, &fallback);
+            step.invalid = Some(invalid);
+            step.roll_back();
+            return step.finish();
+        }
+        Err(invalid) => return reject(inputs, &invalid),
+    };
+    let mut step = Step::new(inputs, &plan);
+    match step.run() {
+        Ok(()) => step.finish(),
+        Err(invalid) => reject(inputs, &invalid),
+    }
+}
+
+/// The manual requests, by annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    Promote,
+    Abort,
+    Retry,
+}
+
+/// One decision being built: the new status, the actions and events.
+struct Step<'a> {
+    inputs: &'a Inputs<'a>,
+    plan: &'a Plan,
+    status: ConfigRolloutStatus,
+    actions: Vec<Action>,
+    events: Vec<EventNote>,
+    requeue_at: Option<Timestamp>,
+    now: Time,
+    /// Set only while a rollback finishes under a spec that became invalid.
+    invalid: Option<Invalid>,
+}
+
+impl<'a> Step<'a> {
+    fn new(inputs: &'a Inputs<'a>, plan: &'a Plan) -> Self {
+        let mut status = inputs.status.clone();
+        status.observed_generation = Some(inputs.rollout.generation);
+        Self {
+            inputs,
+            plan,
+            status,
+            actions: Vec::new(),
+            events: Vec::new(),
+            requeue_at: None,
+            now: stamp(inputs.now),
+            invalid: None,
+        }
+    }
+
+    fn phase(&self) -> Option<Phase> {
+        self.status.phase
+    }
+
+    fn revision(&self) -> &str {
+        &self.plan.revision
+    }
+
+    fn event(&mut self, type_: EventType, reason: &'static str, note: String) {
+        self.events.push(EventNote {
+            type_,
+            reason,
+            note,
+        });
+    }
+
+    fn requeue(&mut self, at: Option<Timestamp>) {
+        if let Some(at) = at {
+            self.requeue_at = Some(self.requeue_at.map_or(at, |r| r.min(at)));
+        }
+    }
+
+    /// A transition was recorded: decide again right after it is persisted.
+    fn requeue_now(&mut self) {
+        self.requeue(Some(self.inputs.now));
+    }
+
+    /// The id of a request not acted on yet.
+    fn pending_request(&self, request: Request) -> Option<String> {
+        let requests = &self.inputs.rollout.requests;
+        let handled = self.status.handled_requests.as_ref();
+        let (asked, done) = match request {
+            Request::Promote => (&requests.promote, handled.and_then(|h| h.promote.as_ref())),
+            Request::Abort => (&requests.abort, handled.and_then(|h| h.abort.as_ref())),
+            Request::Retry => (&requests.retry, handled.and_then(|h| h.retry.as_ref())),
+        };
+        asked.as_ref().filter(|id| Some(*id) != done).cloned()
+    }
+
+    fn mark_handled(&mut self, request: Request, id: String) {
+        let handled = self
+            .status
+            .handled_requests
+            .get_or_insert_with(HandledRequests::default);
+        match request {
+            Request::Promote => handled.promote = Some(id),
+            Request::Abort => handled.abort = Some(id),
+            Request::Retry => handled.retry = Some(id),
+        }
+    }
+
+    /// Records requests that mean nothing in `phase` as handled, so a stale
+    /// annotation never fires later by surprise. Requests that only wait (a
+    /// retry during a rollback, anything while paused) stay pending.
+    fn drop_meaningless_requests(&mut self, phase: Option<Phase>) {
+        let meaningless = |request: Request| match request {
+            Request::Promote => !matches!(phase, Some(Phase::Progressing) | Some(Phase::Paused)),
+            Request::Abort => !matches!(
+                phase,
+                Some(Phase::Progressing) | Some(Phase::Paused) | Some(Phase::Failed)
+            ),
+            Request::Retry => matches!(
+                phase,
+                None | Some(Phase::Pending) | Some(Phase::Progressing) | Some(Phase::Succeeded)
+            ),
+        };
+        for request in [Request::Promote, Request::Abort, Request::Retry] {
+            if meaningless(request)
+                && let Some(id) = self.pending_request(request)
+            {
+                self.mark_handled(request, id);
+            }
+        }
+    }
+
+    fn run(&mut self) -> Result<(), Invalid> {
+        let phase = self.phase();
+        if phase == Some(Phase::RollingBack) {
+            // A rollback is finished first, whatever else changed: pausing or a
+            // new revision must not leave targets half restored.
+            self.drop_meaningless_requests(phase);
+            self.roll_back();
+            return Ok(());
+        }
+        if matches!(phase, Some(Phase::Progressing) | Some(Phase::Paused)) {
+            let recorded: Vec<ResolvedRing> = self
+                .status
+                .rings
+                .iter()
+                .map(ResolvedRing::from_status)
+                .collect();
+            check_permitted(
+                &recorded,
+                &self.inputs.rollout.namespace,
+                &self.inputs.world.namespaces,
+                self.inputs.settings,
+            )?;
+            check_unclaimed(&recorded, &self.inputs.world.claimed_by_others)?;
+        }
+        if matches!(phase, Some(Phase::Succeeded) | Some(Phase::RolledBack))
+            && !self.inputs.world.priors.is_empty()
+        {
+            // The rollback point moved on; forget it before anything new starts.
+            self.actions.push(Action::ForgetPriors);
+            self.requeue_now();
+            return Ok(());
+        }
+        if let Some(id) = self.pending_request(Request::Abort)
+            && matches!(
+                phase,
+                Some(Phase::Progressing) | Some(Phase::Paused) | Some(Phase::Failed)
+            )
+        {
+            // Abort is the one request a pause does not hold: restoring is the safe direction.
+            self.mark_handled(Request::Abort, id.clone());
+            let gates = active_ring(&self.status)
+                .map(|(_, r)| r.gates.clone())
+                .unwrap_or_default();
+            self.begin_rollback("Aborted", format!("abort requested ({id})"), gates);
+            return Ok(());
+        }
+        if self.inputs.spec.paused {
+            if matches!(phase, Some(Phase::Progressing) | Some(Phase::Paused))
+                && phase != Some(Phase::Paused)
+            {
+                self.status.phase = Some(Phase::Paused);
+                self.status.paused_at = Some(self.now.clone());
+                let note = format!("revision {} paused", self.revision());
+                self.event(EventType::Normal, "RolloutPaused", note);
+            }
+            return Ok(());
+        }
+        if phase == Some(Phase::Paused) {
+            self.resume();
+            return Ok(());
+        }
+        self.drop_meaningless_requests(phase);
+        if self.status.revision.as_deref() != Some(self.revision()) {
+            return self.start();
+        }
+        if let Some(id) = self.pending_request(Request::Retry)
+            && matches!(phase, Some(Phase::RolledBack) | Some(Phase::Failed))
+        {
+            self.mark_handled(Request::Retry, id);
+            return self.start();
+        }
+        let layout_changed = !self.status.rings.iter().map(|r| &r.name).eq(self
+            .plan
+            .rings
+            .iter()
+            .map(|r| &r.name));
+        if layout_changed && matches!(phase, Some(Phase::Progressing) | Some(Phase::Succeeded)) {
+            // Rings were added, removed or renamed: the recorded layout no longer
+            // says where the revision belongs, so it restarts from the first ring.
+            return self.start();
+        }
+        if phase == Some(Phase::Progressing) {
+            self.progress();
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts) the spec's revision from the first ring. Priors are
+    /// kept: the rollback point stays the last stable content.
+    fn start(&mut self) -> Result<(), Invalid> {
+        let world = self.inputs.world;
+        let layout = resolve(self.inputs.spec, &world.namespaces)?;
+        check_permitted(
+            &layout,
+            &self.inputs.rollout.namespace,
+            &world.namespaces,
+            self.inputs.settings,
+        )?;
+        check_unclaimed(&layout, &world.claimed_by_others)?;
+        let superseded = match (self.phase(), self.status.revision.as_deref()) {
+            (Some(Phase::Progressing), Some(old)) if old != self.revision() => {
+                Some(old.to_string())
+            }
+            _ => None,
+        };
+        self.status.revision = Some(self.revision().to_string());
+        self.status.phase = Some(Phase::Progressing);
+        self.status.paused_at = None;
+        self.status.rings = layout
+            .into_iter()
+            .map(|r| RingStatus {
+                name: r.name,
+                targets: r.targets,
+                duplicates: r.duplicates,
+                ..RingStatus::default()
+            })
+            .collect();
+        if let Some(old) = superseded {
+            let note = format!("revision {} supersedes {old}", self.revision());
+            self.event(EventType::Normal, "RolloutSuperseded", note);
+        }
+        self.start_ring(0);
+        self.requeue_now();
+        Ok(())
+    }
+
+    fn start_ring(&mut self, index: usize) {
+        let gates = initial_gates(self.plan);
+        let total = self.status.rings.len();
+        let Some(ring) = self.status.rings.get_mut(index) else {
+            return;
+        };
+        ring.phase = RingPhase::Applying;
+        ring.started_at = Some(self.now.clone());
+        ring.healthy_since = None;
+        ring.promoted_at = None;
+        ring.paused_seconds = 0;
+        ring.gates = gates;
+        let name = ring.name.clone();
+        self.status.current_ring = Some(name.clone());
+        let note = format!(
+            "ring {name} ({}/{total}) started for revision {}",
+            index.saturating_add(1),
+            self.revision()
+        );
+        self.event(EventType::Normal, "RingStarted", note);
+    }
+
+    /// Back from a pause: the bake and the progress deadline do not count the
+    /// time spent paused, so both move on by it.
+    fn resume(&mut self) {
+        let paused_for = self
+            .status
+            .paused_at
+            .take()
+            .map_or(std::time::Duration::ZERO, |t| elapsed(t.0, self.inputs.now));
+        if let Some(index) = active_ring(&self.status).map(|(i, _)| i)
+            && let Some(ring) = self.status.rings.get_mut(index)
+        {
+            ring.healthy_since = ring
+                .healthy_since
+                .as_ref()
+                .map(|t| Time(after(t.0, paused_for).unwrap_or(t.0)));
+            ring.paused_seconds = ring.paused_seconds.saturating_add(paused_for.as_secs());
+        }
+        self.status.phase = Some(Phase::Progressing);
+        let note = format!("revision {} resumed", self.revision());
+        self.event(EventType::Normal, "RolloutResumed", note);
+        self.requeue_now();
+    }
+
+    fn progress(&mut self) {
+        let Some(index) = self
+            .status
+            .rings
+            .iter()
+            .position(|r| r.phase != RingPhase::Promoted)
+        else {
+            self.succeed();
+            return;
+        };
+        match self.status.rings.get(index).map(|r| r.phase) {
+            Some(RingPhase::Applying) => self.apply(index),
+            Some(RingPhase::Verifying) => self.verify(index),
+            // Only reachable from a hand-edited status: start the ring over.
+            _ => {
+                self.start_ring(index);
+                self.requeue_now();
+            }
+        }
+    }
+
+    /// Applying: baselines first (persisted before anything is written), then
+    /// priors, then at most `maxConcurrent` targets per decision.
+    fn apply(&mut self, index: usize) {
+        let world = self.inputs.world;
+        let Some(ring) = self.status.rings.get_mut(index) else {
+            return;
+        };
+        let baselines_changed = apply_results(
+            ring,
+            index,
+            GatePurpose::Baseline,
+            self.plan,
+            &world.gate_results,
+        );
+        if !missing_baselines(ring, self.plan).is_empty() {
+            let due = next_due(ring, self.plan, GatePurpose::Baseline, self.inputs.now);
+            self.requeue(due);
+            return;
+        }
+        if baselines_changed {
+            // The ring starts for real once its baselines are in: a slow metrics
+            // source must not eat into the progress deadline.
+            ring.started_at = Some(self.now.clone());
+            self.requeue_now();
+            return;
+        }
+        let alive = alive_namespaces(&world.namespaces);
+        let revision = self.plan.revision.as_str();
+        let live_targets: Vec<&String> = ring
+            .targets
+            .iter()
+            .filter(|ns| alive.contains(ns.as_str()))
+            .collect();
+        let pending: Vec<String> = live_targets
+            .iter()
+            .filter(|ns| {
+                world
+                    .targets
+                    .get(ns.as_str())
+                    .and_then(|t| t.content_hash.as_deref())
+                    != Some(revision)
+            })
+            .map(|ns| ns.to_string())
+            .collect();
+        if pending.is_empty() {
+            ring.phase = RingPhase::Verifying;
+            self.requeue_now();
+            return;
+        }
+        let unrecorded: Vec<String> = live_targets
+            .iter()
+            .filter(|ns| !world.priors.contains_key(ns.as_str()))
+            .map(|ns| ns.to_string())
+            .collect();
+        let batch = self
+            .plan
+            .rings
+            .get(index)
+            .map_or(1, |r| r.max_concurrent.batch(ring.targets.len()));
+        if !unrecorded.is_empty() {
+            self.actions.push(Action::RecordPriors {
+                namespaces: unrecorded,
+            });
+        }
+        self.actions.push(Action::WriteTargets {
+            revision: revision.to_string(),
+            namespaces: pending.into_iter().take(batch).collect(),
+        });
+        self.requeue_now();
+    }
+
+    /// Whether the workloads of `ring` are rolled out, and stamped with the
+    /// revision when `restart` is on.
+    fn workloads_ready(&self, ring: &RingStatus) -> bool {
+        let Some(spec) = &self.inputs.spec.workloads else {
+            return true;
+        };
+        let alive = alive_namespaces(&self.inputs.world.namespaces);
+        ring.targets
+            .iter()
+            .filter(|ns| alive.contains(ns.as_str()))
+            .filter_map(|ns| self.inputs.world.workloads.get(ns))
+            .flatten()
+            .all(|w| {
+                w.rolled_out
+                    && (!spec.restart || w.stamped_revision.as_deref() == Some(self.revision()))
+            })
+    }
+
+    /// Verifying: restart workloads, judge the gates, bake, promote or fail.
+    fn verify(&mut self, index: usize) {
+        let world = self.inputs.world;
+        let now = self.inputs.now;
+        let Some(ring) = self.status.rings.get_mut(index) else {
+            return;
+        };
+        apply_results(
+            ring,
+            index,
+            GatePurpose::Check,
+            self.plan,
+            &world.gate_results,
+        );
+        let failed: Vec<GateStatus> = failed_gates(ring, self.plan).into_iter().cloned().collect();
+        if !failed.is_empty() {
+            let detail = failed
+                .iter()
+                .map(|g| {
+                    format!(
+                        "gate {}: {}",
+                        g.name,
+                        g.message.as_deref().unwrap_or("failed")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let gates = ring.gates.clone();
+            self.fail_ring(index, "GateFailed", detail, gates);
+            return;
+        }
+        let ring_snapshot = ring.clone();
+        let ready = self.workloads_ready(&ring_snapshot);
+        let deadline = ring_snapshot.started_at.as_ref().and_then(|t| {
+            let extended = self
+                .plan
+                .progress_deadline
+                .checked_add(std::time::Duration::from_secs(ring_snapshot.paused_seconds))?;
+            after(t.0, extended)
+        });
+        if !ready && deadline.is_some_and(|d| d <= now) {
+            let detail = format!(
+                "workloads of ring {} not rolled out within {}",
+                ring_snapshot.name,
+                message::format_duration(self.plan.progress_deadline)
+            );
+            self.fail_ring(
+                index,
+                "ProgressDeadlineExceeded",
+                detail,
+                ring_snapshot.gates,
+            );
+            return;
+        }
+        if let Some(spec) = &self.inputs.spec.workloads
+            && spec.restart
+        {
+            let alive = alive_namespaces(&world.namespaces);
+            for ns in ring_snapshot
+                .targets
+                .iter()
+                .filter(|ns| alive.contains(ns.as_str()))
+            {
+                let stale: Vec<_> = world
+                    .workloads
+                    .get(ns)
+                    .into_iter()
+                    .flatten()
+                    .filter(|w| w.stamped_revision.as_deref() != Some(self.plan.revision.as_str()))
+                    .map(|w| (w.kind, w.name.clone()))
+                    .collect();
+                if !stale.is_empty() {
+                    self.actions.push(Action::StampWorkloads {
+                        namespace: ns.clone(),
+                        revision: self.plan.revision.clone(),
+                        workloads: stale,
+                    });
+                }
+            }
+        }
+        let healthy = ready && all_passing(&ring_snapshot, self.plan);
+        let now_stamp = self.now.clone();
+        let Some(ring) = self.status.rings.get_mut(index) else {
+            return;
+        };
+        if !healthy {
+            ring.healthy_since = None;
+        } else if ring.healthy_since.is_none() {
+            ring.healthy_since = Some(now_stamp);
+        }
+        let healthy_since = ring.healthy_since.clone();
+        if let Some(id) = self.pending_request(Request::Promote) {
+            self.mark_handled(Request::Promote, id.clone());
+            let failing: Vec<String> = self
+                .status
+                .rings
+                .get(index)
+                .map(|r| {
+                    currently_failing(r, self.plan)
+                        .into_iter()
+                        .map(|g| g.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if failing.is_empty() {
+                self.promote(index, Some(id));
+                return;
+            }
+            let note = format!(
+                "promote request {id} refused: gate {} is failing in ring {}",
+                failing.join(", "),
+                ring_snapshot.name
+            );
+            self.event(EventType::Warning, "PromoteRefused", note);
+        }
+        let bake = self
+            .plan
+            .rings
+            .get(index)
+            .map_or(std::time::Duration::ZERO, |r| r.bake);
+        let bake_end = healthy_since.as_ref().and_then(|t| after(t.0, bake));
+        if healthy && bake_end.is_some_and(|end| end <= now) {
+            self.promote(index, None);
+            return;
+        }
+        if !self.actions.is_empty() {
+            self.requeue_now();
+        }
+        let gate_due = self
+            .status
+            .rings
+            .get(index)
+            .and_then(|r| next_due(r, self.plan, GatePurpose::Check, now));
+        self.requeue(gate_due);
+        if healthy {
+            self.requeue(bake_end);
+        }
+        if !ready {
+            self.requeue(deadline);
+        }
+    }
+
+    fn promote(&mut self, index: usize, request: Option<String>) {
+        let total = self.status.rings.len();
+        let now = self.now.clone();
+        let Some(ring) = self.status.rings.get_mut(index) else {
+            return;
+        };
+        ring.phase = RingPhase::Promoted;
+        ring.promoted_at = Some(now);
+        let name = ring.name.clone();
+        let how = request.map_or(String::new(), |id| format!(" on request {id}"));
+        let note = format!(
+            "ring {name} ({}/{total}) promoted{how}",
+            index.saturating_add(1)
+        );
+        self.event(EventType::Normal, "RingPromoted", note);
+        let next = index.saturating_add(1);
+        if next < total {
+            self.start_ring(next);
+        } else {
+            self.succeed();
+        }
+        self.requeue_now();
+    }
+
+    fn succeed(&mut self) {
+        let revision = self.revision().to_string();
+        self.status.phase = Some(Phase::Succeeded);
+        self.status.stable_revision = Some(revision.clone());
+        let targets: usize = self.status.rings.iter().map(|r| r.targets.len()).sum();
+        self.push_history(Phase::Succeeded, format!("rolled out to {targets} targets"));
+        let note = format!("revision {revision} rolled out to every ring");
+        self.event(EventType::Normal, "RolloutSucceeded", note);
+        self.requeue_now();
+    }
+
+    fn fail_ring(
+        &mut self,
+        index: usize,
+        reason: &'static str,
+        detail: String,
+        gates: Vec<GateStatus>,
+    ) {
+        self.actions.clear();
+        let name = match self.status.rings.get_mut(index) {
+            Some(ring) => {
+                ring.phase = RingPhase::Failed;
+                ring.healthy_since = None;
+                ring.name.clone()
+            }
+            None => String::new(),
+        };
+        let message = format!("ring {name}: {detail}");
+        self.event(EventType::Warning, reason, message.clone());
+        if self.inputs.spec.rollback.automatic {
+            self.begin_rollback(reason, message, gates);
+        } else {
+            self.status.phase = Some(Phase::Failed);
+            self.push_history(Phase::Failed, message.clone());
+            self.event(EventType::Warning, "RolloutFailed", message);
+        }
+    }
+
+    /// Enters RollingBack; restoring starts with the next decision, once this
+    /// transition is persisted.
+    fn begin_rollback(&mut self, reason: &'static str, message: String, gates: Vec<GateStatus>) {
+        let revision = self
+            .status
+            .revision
+            .clone()
+            .unwrap_or_else(|| self.revision().to_string());
+        self.status.phase = Some(Phase::RollingBack);
+        self.status.paused_at = None;
+        self.status.rollback = Some(RollbackStatus {
+            revision: revision.clone(),
+            reason: reason.to_string(),
+            message: message.clone(),
+            started_at: Some(self.now.clone()),
+            completed_at: None,
+            gates,
+        });
+        self.event(
+            EventType::Warning,
+            "RollbackStarted",
+            format!("rolling back revision {revision}: {message}"),
+        );
+        self.requeue_now();
+    }
+
+    /// RollingBack: restore every target that has a prior until each is
+    /// observed holding it, re-stamp restarted workloads, then RolledBack.
+    fn roll_back(&mut self) {
+        let world = self.inputs.world;
+        let order = restore_order(&self.status, &world.priors);
+        let alive = alive_namespaces(&world.namespaces);
+        let live: Vec<String> = order
+            .into_iter()
+            .filter(|ns| alive.contains(ns.as_str()))
+            .collect();
+        let pending: Vec<String> = live
+            .iter()
+            .filter(|ns| {
+                world
+                    .priors
+                    .get(*ns)
+                    .is_some_and(|p| !holds_prior(world.targets.get(*ns), p))
+            })
+            .cloned()
+            .collect();
+        let restart = self
+            .inputs
+            .spec
+            .workloads
+            .as_ref()
+            .is_some_and(|w| w.restart);
+        let stamps = if restart {
+            restamp_actions(
+                &live,
+                &world.priors,
+                &world.workloads,
+                self.status.stable_revision.as_deref(),
+            )
+        } else {
+            Vec::new()
+        };
+        if !pending.is_empty() || !stamps.is_empty() {
+            if !pending.is_empty() {
+                self.actions.push(Action::RestoreTargets {
+                    namespaces: pending,
+                });
+            }
+            self.actions.extend(stamps);
+            self.requeue_now();
+            return;
+        }
+        let now = self.now.clone();
+        for ring in &mut self.status.rings {
+            if matches!(
+                ring.phase,
+                RingPhase::Applying | RingPhase::Verifying | RingPhase::Promoted
+            ) {
+                ring.phase = RingPhase::RolledBack;
+                ring.healthy_since = None;
+            }
+        }
+        self.status.phase = Some(Phase::RolledBack);
+        let (revision, why) = match self.status.rollback.as_mut() {
+            Some(rollback) => {
+                rollback.completed_at = Some(now);
+                (rollback.revision.clone(), rollback.message.clone())
+            }
+            None => (
+                self.status.revision.clone().unwrap_or_default(),
+                "rolled back".to_string(),
+            ),
+        };
+        self.push_history(Phase::RolledBack, why.clone());
+        let note = format!("revision {revision} rolled back: {why}");
+        self.event(EventType::Warning, "RollbackCompleted", note);
+        self.requeue_now();
+    }
+
+    fn push_history(&mut self, outcome: Phase, message: String) {
+        let Some(revision) = self.status.revision.clone() else {
+            return;
+        };
+        let started_at = self.status.rings.first().and_then(|r| r.started_at.clone());
+        self.status.history.insert(
+            0,
+            HistoryEntry {
+                revision,
+                outcome,
+                started_at,
+                finished_at: Some(self.now.clone()),
+                message: Some(message),
+            },
+        );
+        self.status.history.truncate(HISTORY_LIMIT);
+    }
+
+    /// Targets of written rings that someone else changed: reported, never
+    /// silently overwritten outside a rollout.
+    fn drifted(&self) -> Vec<(String, Option<String>)> {
+        let Some(revision) = self.status.revision.as_deref() else {
+            return Vec::new();
+        };
+        if !matches!(
+            self.status.phase,
+            Some(Phase::Progressing)
+                | Some(Phase::Paused)
+                | Some(Phase::Succeeded)
+                | Some(Phase::Failed)
+        ) {
+            return Vec::new();
+        }
+        let alive = alive_namespaces(&self.inputs.world.namespaces);
+        let mut seen = BTreeSet::new();
+        self.status
+            .rings
+            .iter()
+            .filter(|r| matches!(r.phase, RingPhase::Verifying | RingPhase::Promoted))
+            .flat_map(|r| r.targets.iter())
+            .filter(|ns| alive.contains(ns.as_str()) && seen.insert(ns.as_str()))
+            .filter_map(|ns| {
+                let target = self.inputs.world.targets.get(ns);
+                let foreign = target
+                    .and_then(|t| t.last_manager.as_deref())
+                    .filter(|m| *m != FIELD_MANAGER)
+                    .map(str::to_string);
+                let same =
+                    target.is_some_and(|t| t.exists && t.content_hash.as_deref() == Some(revision));
+                (!same || foreign.is_some()).then(|| (ns.clone(), foreign))
+            })
+            .collect()
+    }
+
+    /// Derived status: counts, conditions, health, progress and message.
+    fn finish(mut self) -> Decision {
+        let world = self.inputs.world;
+        if let Some(revision) = self.status.revision.clone() {
+            for ring in &mut self.status.rings {
+                let updated = ring
+                    .targets
+                    .iter()
+                    .filter(|ns| {
+                        world
+                            .targets
+                            .get(*ns)
+                            .and_then(|t| t.content_hash.as_deref())
+                            == Some(revision.as_str())
+                    })
+                    .count();
+                ring.updated = u32::try_from(updated).unwrap_or(u32::MAX);
+            }
+        }
+        let workloads_ready =
+            active_ring(&self.status).is_some_and(|(_, r)| self.workloads_ready(r));
+        let left_to_restore = if self.status.phase == Some(Phase::RollingBack) {
+            world
+                .priors
+                .iter()
+                .filter(|(ns, p)| !holds_prior(world.targets.get(*ns), p))
+                .count()
+        } else {
+            0
+        };
+        let observed = Observed {
+            drifted: self.drifted(),
+            workloads_ready,
+            left_to_restore,
+            waiting_revision: (self.status.revision.as_deref()
+                != Some(self.plan.revision.as_str()))
+            .then(|| self.plan.revision.clone()),
+            paused: self.inputs.spec.paused,
+        };
+        let old_ready = conditions::get(&self.inputs.status.conditions, conditions::READY).cloned();
+        let generation = self.inputs.rollout.generation;
+        let targets: usize = self.status.rings.iter().map(|r| r.targets.len()).sum();
+        let valid = match &self.invalid {
+            Some(invalid) => Desired {
+                type_: conditions::VALID,
+                status: Truth::False,
+                reason: invalid.reason,
+                message: invalid.message.clone(),
+            },
+            None => Desired {
+                type_: conditions::VALID,
+                status: Truth::True,
+                reason: "Accepted",
+                message: format!(
+                    "{} rings, {targets} targets",
+                    self.status.rings.len().max(self.plan.rings.len())
+                ),
+            },
+        };
+        if let Some(invalid) = &self.invalid
+            && invalid_is_new(self.inputs, invalid)
+        {
+            self.events.push(invalid_event(invalid));
+        }
+        for desired in [
+            valid,
+            self.progressing_condition(),
+            self.healthy_condition(workloads_ready),
+            self.ready_condition(&observed),
+            self.rolled_back_condition(),
+        ] {
+            conditions::set(&mut self.status.conditions, desired, generation, &self.now);
+        }
+        if let Some(ready) = conditions::get(&self.status.conditions, conditions::READY)
+            && ready.reason == "Drifted"
+            && old_ready
+                .is_none_or(|old| old.reason != ready.reason || old.message != ready.message)
+        {
+            let note = format!(
+                "targets changed outside the rollout: {}",
+                drift_list(&observed.drifted)
+            );
+            self.event(EventType::Warning, "TargetDrifted", note);
+        }
+        self.status.ring_progress = message::ring_progress(&self.status);
+        self.status.health = Some(message::health(&self.status, self.plan, &observed).to_string());
+        self.status.message = Some(message::message(&self.status, self.plan, &observed));
+        if self.status.phase.is_none() {
+            self.status.phase = Some(Phase::Pending);
+        }
+        Decision {
+            actions: self.actions,
+            status: self.status,
+            events: self.events,
+            requeue_at: self.requeue_at,
+        }
+    }
+
+    fn progressing_condition(&self) -> Desired {
+        let (status, reason, message) = match self.status.phase {
+            Some(Phase::Progressing) => match active_ring(&self.status) {
+                Some((_, r)) if r.phase == RingPhase::Verifying => (
+                    Truth::True,
+                    "RingVerifying",
+                    format!("ring {} is verifying", r.name),
+                ),
+                Some((_, r)) => (
+                    Truth::True,
+                    "RingApplying",
+                    format!("ring {} is being written", r.name),
+                ),
+                None => (Truth::True, "Progressing", "rolling out".to_string()),
+            },
+            Some(Phase::RollingBack) => (
+                Truth::True,
+                "RollingBack",
+                "restoring prior content".to_string(),
+            ),
+            Some(Phase::Paused) => (Truth::False, "Paused", "spec.paused is set".to_string()),
+            Some(Phase::Succeeded) => (
+                Truth::False,
+                "RolloutComplete",
+                "every ring is promoted".to_string(),
+            ),
+            Some(Phase::RolledBack) => (
+                Truth::False,
+                "RolledBack",
+                "the revision was rolled back".to_string(),
+            ),
+            Some(Phase::Failed) => (
+                Truth::False,
+                "RolloutFailed",
+                "a ring failed; waiting for abort or retry".to_string(),
+            ),
+            Some(Phase::Pending) | None if self.inputs.spec.paused => {
+                (Truth::False, "Paused", "spec.paused is set".to_string())
+            }
+            Some(Phase::Pending) | None => {
+                (Truth::Unknown, "NotStarted", "waiting to start".to_string())
+            }
+        };
+        Desired {
+            type_: conditions::PROGRESSING,
+            status,
+            reason,
+            message,
+        }
+    }
+
+    fn healthy_condition(&self, workloads_ready: bool) -> Desired {
+        let rollback_reason = || -> &'static str {
+            match self.status.rollback.as_ref().map(|r| r.reason.as_str()) {
+                Some("Aborted") => "Aborted",
+                Some("ProgressDeadlineExceeded") => "ProgressDeadlineExceeded",
+                _ => "GateFailed",
+            }
+        };
+        let (status, reason, message) = match self.status.phase {
+            Some(Phase::Succeeded) => (
+                Truth::True,
+                "RolloutComplete",
+                "every ring passed its gates".to_string(),
+            ),
+            Some(Phase::RollingBack) | Some(Phase::RolledBack) => (
+                Truth::False,
+                rollback_reason(),
+                self.status
+                    .rollback
+                    .as_ref()
+                    .map_or(String::new(), |r| r.message.clone()),
+            ),
+            Some(Phase::Failed) => (Truth::False, "RolloutFailed", "a ring failed".to_string()),
+            Some(Phase::Progressing) | Some(Phase::Paused) => match active_ring(&self.status) {
+                Some((_, ring)) if ring.phase == RingPhase::Verifying => {
+                    let failing = currently_failing(ring, self.plan);
+                    if let Some(gate) = failing.first() {
+                        (
+                            Truth::False,
+                            "GateFailing",
+                            format!("gate {} is failing", gate.name),
+                        )
+                    } else if !workloads_ready {
+                        (
+                            Truth::Unknown,
+                            "WorkloadsRollingOut",
+                            "workloads are rolling out".to_string(),
+                        )
+                    } else if all_passing(ring, self.plan) {
+                        (
+                            Truth::True,
+                            "GatesPassing",
+                            format!("ring {} is healthy", ring.name),
+                        )
+                    } else {
+                        (
+                            Truth::Unknown,
+                            "Evaluating",
+                            "waiting for gate verdicts".to_string(),
+                        )
+                    }
+                }
+                _ => (
+                    Truth::Unknown,
+                    "NotEvaluated",
+                    "gates are evaluated once a ring is written".to_string(),
+                ),
+            },
+            Some(Phase::Pending) | None => {
+                (Truth::Unknown, "NotStarted", "waiting to start".to_string())
+            }
+        };
+        Desired {
+            type_: conditions::HEALTHY,
+            status,
+            reason,
+            message,
+        }
+    }
+
+    fn ready_condition(&self, observed: &Observed) -> Desired {
+        let (status, reason, message) = if !observed.drifted.is_empty() {
+            (
+                Truth::False,
+                "Drifted",
+                format!(
+                    "changed outside the rollout: {}",
+                    drift_list(&observed.drifted)
+                ),
+            )
+        } else {
+            match self.status.phase {
+                Some(Phase::Succeeded) => (
+                    Truth::True,
+                    "RolloutComplete",
+                    format!(
+                        "every target holds revision {}",
+                        self.status.revision.as_deref().unwrap_or("-")
+                    ),
+                ),
+                Some(Phase::Progressing) | Some(Phase::Paused) => (
+                    Truth::False,
+                    "RolloutInProgress",
+                    "not every ring is promoted yet".to_string(),
+                ),
+                Some(Phase::RollingBack) => (
+                    Truth::False,
+                    "RollingBack",
+                    "restoring prior content".to_string(),
+                ),
+                Some(Phase::RolledBack) => (
+                    Truth::False,
+                    "RolledBack",
+                    "the revision was rolled back".to_string(),
+                ),
+                Some(Phase::Failed) => (Truth::False, "RolloutFailed", "a ring failed".to_string()),
+                Some(Phase::Pending) | None => {
+                    (Truth::False, "NotStarted", "waiting to start".to_string())
+                }
+            }
+        };
+        Desired {
+            type_: conditions::READY,
+            status,
+            reason,
+            message,
+        }
+    }
+
+    fn rolled_back_condition(&self) -> Desired {
+        let (status, reason, message) = match (self.status.phase, self.status.rollback.as_ref()) {
+            (Some(Phase::RolledBack), Some(rollback)) => (
+                Truth::True,
+                match rollback.reason.as_str() {
+                    "Aborted" => "Aborted",
+                    "ProgressDeadlineExceeded" => "ProgressDeadlineExceeded",
+                    _ => "GateFailed",
+                },
+                format!(
+                    "revision {} rolled back: {}",
+                    rollback.revision, rollback.message
+                ),
+            ),
+            (Some(Phase::RollingBack), _) => (
+                Truth::False,
+                "RollingBack",
+                "rollback in progress".to_string(),
+            ),
+            _ => (
+                Truth::False,
+                "NotRolledBack",
+                "the current revision was not rolled back".to_string(),
+            ),
+        };
+        Desired {
+            type_: conditions::ROLLED_BACK,
+            status,
+            reason,
+            message,
+        }
+    }
+}
+
+/// An invalid spec: nothing is written, `Valid=False` says why, and the
+/// InvalidSpec event is published once per distinct problem.
+fn reject(inputs: &Inputs, invalid: &Invalid) -> Decision {
+    let mut status = inputs.status.clone();
+    let generation = inputs.rollout.generation;
+    let now = stamp(inputs.now);
+    status.observed_generation = Some(generation);
+    if status.phase.is_none() {
+        status.phase = Some(Phase::Pending);
+    }
+    conditions::set(
+        &mut status.conditions,
+        Desired {
+            type_: conditions::VALID,
+            status: Truth::False,
+            reason: invalid.reason,
+            message: invalid.message.clone(),
+        },
+        generation,
+        &now,
+    );
+    conditions::set(
+        &mut status.conditions,
+        Desired {
+            type_: conditions::PROGRESSING,
+            status: Truth::False,
+            reason: "InvalidSpec",
+            message: "nothing is written until the spec is fixed".to_string(),
+        },
+        generation,
+        &now,
+    );
+    status.health = Some("Unknown".to_string());
+    status.message = Some(format!(
+        "invalid spec ({}): {}",
+        invalid.reason, invalid.message
+    ));
+    let events = if invalid_is_new(inputs, invalid) {
+        vec![invalid_event(invalid)]
+    } else {
+        Vec::new()
+    };
+    Decision {
+        actions: Vec::new(),
+        status,
+        events,
+        requeue_at: None,
+    }
+}
+
+/// Whether the persisted status does not already report this problem.
+fn invalid_is_new(inputs: &Inputs, invalid: &Invalid) -> bool {
+    conditions::get(&inputs.status.conditions, conditions::VALID).is_none_or(|c| {
+        c.status != "False" || c.reason != invalid.reason || c.message != invalid.message
+    })
+}
+
+fn invalid_event(invalid: &Invalid) -> EventNote {
+    EventNote {
+        type_: EventType::Warning,
+        reason: "InvalidSpec",
+        note: invalid.message.clone(),
+    }
+}

@@ -1,0 +1,370 @@
+//! Ring resolution: which namespaces each ring targets, label selectors, and
+//! whether this rollout may write there at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::model::{NamespaceInfo, Settings};
+use super::validate::Invalid;
+use crate::api::{ALLOW_FROM_LABEL, ConfigRolloutSpec, RingStatus};
+
+/// One ring's targets as resolved when a revision starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ResolvedRing {
+    pub name: String,
+    pub targets: Vec<String>,
+    /// Namespaces this ring selected that an earlier ring already holds.
+    pub duplicates: Vec<String>,
+}
+
+impl ResolvedRing {
+    pub fn from_status(ring: &RingStatus) -> Self {
+        Self {
+            name: ring.name.clone(),
+            targets: ring.targets.clone(),
+            duplicates: ring.duplicates.clone(),
+        }
+    }
+}
+
+/// Resolves every ring against the namespaces that exist now. A namespace
+/// belongs to the first ring that selects it; terminating namespaces are never
+/// targets. Explicitly listed namespaces that do not exist, and rings left
+/// with no target, make the spec invalid: nothing is written for a ring that
+/// cannot be what its author meant.
+pub(crate) fn resolve(
+    spec: &ConfigRolloutSpec,
+    namespaces: &[NamespaceInfo],
+) -> Result<Vec<ResolvedRing>, Invalid> {
+    let by_name: BTreeMap<&str, &NamespaceInfo> =
+        namespaces.iter().map(|ns| (ns.name.as_str(), ns)).collect();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut missing: Vec<String> = Vec::new();
+    let mut rings = Vec::with_capacity(spec.rings.len());
+    for ring in &spec.rings {
+        let selected: Vec<&NamespaceInfo> = if let Some(list) = &ring.namespaces {
+            let mut seen = BTreeSet::new();
+            let mut out = Vec::new();
+            for name in list {
+                if !seen.insert(name.as_str()) {
+                    continue;
+                }
+                match by_name.get(name.as_str()) {
+                    Some(ns) => out.push(*ns),
+                    None => missing.push(name.clone()),
+                }
+            }
+            out
+        } else if let Some(selector) = &ring.namespace_selector {
+            let mut out = Vec::new();
+            for ns in by_name.values() {
+                if selector_matches(selector, &ns.labels)
+                    .map_err(|e| invalid_selector(&ring.name, &e))?
+                {
+                    out.push(*ns);
+                }
+            }
+            out
+        } else {
+            Vec::new()
+        };
+        let mut targets = Vec::new();
+        let mut duplicates = Vec::new();
+        for ns in selected.into_iter().filter(|ns| !ns.terminating) {
+            if taken.contains(&ns.name) {
+                duplicates.push(ns.name.clone());
+            } else {
+                taken.insert(ns.name.clone());
+                targets.push(ns.name.clone());
+            }
+        }
+        rings.push(ResolvedRing {
+            name: ring.name.clone(),
+            targets,
+            duplicates,
+        });
+    }
+    if !missing.is_empty() {
+        return Err(Invalid::new(
+            "NamespaceNotFound",
+            format!("listed namespaces do not exist: {}", missing.join(", ")),
+        ));
+    }
+    if let Some(empty) = rings.iter().find(|r| r.targets.is_empty()) {
+        let message = if empty.duplicates.is_empty() {
+            format!("ring {} selects no namespace", empty.name)
+        } else {
+            format!(
+                "ring {} has no target: every namespace it selects belongs to an earlier ring ({})",
+                empty.name,
+                empty.duplicates.join(", ")
+            )
+        };
+        return Err(Invalid::new("NoTargets", message));
+    }
+    Ok(rings)
+}
+
+/// Checks every selector in the spec so a malformed one is reported even
+/// while a recorded layout is in use.
+pub(crate) fn check_selectors(spec: &ConfigRolloutSpec) -> Result<(), Invalid> {
+    for ring in &spec.rings {
+        if let Some(selector) = &ring.namespace_selector {
+            selector_matches(selector, &BTreeMap::new())
+                .map_err(|e| invalid_selector(&ring.name, &e))?;
+        }
+        if ring.namespaces.is_none() && ring.namespace_selector.is_none() {
+            return Err(Invalid::new(
+                "InvalidRing",
+                format!(
+                    "ring {} sets neither namespaces nor namespaceSelector",
+                    ring.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn invalid_selector(ring: &str, error: &str) -> Invalid {
+    Invalid::new("InvalidSelector", format!("ring {ring}: {error}"))
+}
+
+/// Kubernetes label selector semantics: every `matchLabels` entry and every
+/// expression must hold; an empty selector matches everything.
+pub(crate) fn selector_matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, String> {
+    let mut matches = true;
+    if let Some(required) = &selector.match_labels {
+        matches &= required.iter().all(|(k, v)| labels.get(k) == Some(v));
+    }
+    for expr in selector.match_expressions.iter().flatten() {
+        let values = expr.values.as_deref().unwrap_or_default();
+        let value = labels.get(&expr.key);
+        let holds = match expr.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(format!(
+                    "operator {} on {} needs values",
+                    expr.operator, expr.key
+                ));
+            }
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Err(format!(
+                    "operator {} on {} takes no values",
+                    expr.operator, expr.key
+                ));
+            }
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            other => return Err(format!("unknown selector operator {other:?}")),
+        };
+        matches &= holds;
+    }
+    Ok(matches)
+}
+
+/// The confused-deputy guard: a rollout may write into its own namespace,
+/// into namespaces labelled `ringfence.dev/allow-from=<its namespace>`, or
+/// anywhere when its namespace is trusted by the operator's settings.
+/// Namespaces that no longer exist are not checked: nothing is written there.
+pub(crate) fn check_permitted(
+    rings: &[ResolvedRing],
+    rollout_namespace: &str,
+    namespaces: &[NamespaceInfo],
+    settings: &Settings,
+) -> Result<(), Invalid> {
+    if settings.trusted_namespaces.contains(rollout_namespace) {
+        return Ok(());
+    }
+    let by_name: BTreeMap<&str, &NamespaceInfo> =
+        namespaces.iter().map(|ns| (ns.name.as_str(), ns)).collect();
+    let denied: Vec<&str> = rings
+        .iter()
+        .flat_map(|r| r.targets.iter())
+        .filter(|target| target.as_str() != rollout_namespace)
+        .filter(|target| {
+            by_name.get(target.as_str()).is_some_and(|ns| {
+                ns.labels.get(ALLOW_FROM_LABEL).map(String::as_str) != Some(rollout_namespace)
+            })
+        })
+        .map(String::as_str)
+        .collect();
+    if denied.is_empty() {
+        return Ok(());
+    }
+    Err(Invalid::new(
+        "TargetNotPermitted",
+        format!(
+            "namespaces {} do not allow rollouts from {rollout_namespace} (label them {ALLOW_FROM_LABEL}={rollout_namespace})",
+            denied.join(", ")
+        ),
+    ))
+}
+
+/// Targets another ConfigRollout already manages are never taken over.
+pub(crate) fn check_unclaimed(
+    rings: &[ResolvedRing],
+    claimed_by_others: &BTreeMap<String, String>,
+) -> Result<(), Invalid> {
+    let conflicts: Vec<String> = rings
+        .iter()
+        .flat_map(|r| r.targets.iter())
+        .filter_map(|target| {
+            claimed_by_others
+                .get(target)
+                .map(|owner| format!("{target} (managed by {owner})"))
+        })
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(Invalid::new(
+        "TargetConflict",
+        format!(
+            "targets already managed by another rollout: {}",
+            conflicts.join(", ")
+        ),
+    ))
+}
+
+/// A namespace that still exists and is not being deleted: the only kind written or restored.
+pub(crate) fn alive_namespaces(namespaces: &[NamespaceInfo]) -> BTreeSet<&str> {
+    namespaces
+        .iter()
+        .filter(|ns| !ns.terminating)
+        .map(|ns| ns.name.as_str())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+    use crate::engine::testkit::{ns, ns_labelled, spec_with_rings};
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: if values.is_empty() {
+                None
+            } else {
+                Some(values.iter().map(|v| v.to_string()).collect())
+            },
+        }
+    }
+
+    #[test]
+    fn selector_follows_kubernetes_semantics() {
+        let l = labels(&[("ring", "early"), ("tier", "gold")]);
+        let sel =
+            |match_labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>| LabelSelector {
+                match_labels: if match_labels.is_empty() {
+                    None
+                } else {
+                    Some(labels(match_labels))
+                },
+                match_expressions: if exprs.is_empty() { None } else { Some(exprs) },
+            };
+        assert_eq!(selector_matches(&sel(&[], vec![]), &l), Ok(true));
+        assert_eq!(
+            selector_matches(&sel(&[("ring", "early")], vec![]), &l),
+            Ok(true)
+        );
+        assert_eq!(
+            selector_matches(&sel(&[("ring", "broad")], vec![]), &l),
+            Ok(false)
+        );
+        assert_eq!(
+            selector_matches(&sel(&[], vec![expr("tier", "In", &["gold", "x"])]), &l),
+            Ok(true)
+        );
+        assert_eq!(
+            selector_matches(&sel(&[], vec![expr("tier", "NotIn", &["gold"])]), &l),
+            Ok(false)
+        );
+        assert_eq!(
+            selector_matches(&sel(&[], vec![expr("zone", "NotIn", &["a"])]), &l),
+            Ok(true)
+        );
+        assert_eq!(
+            selector_matches(&sel(&[], vec![expr("zone", "Exists", &[])]), &l),
+            Ok(false)
+        );
+        assert_eq!(
+            selector_matches(&sel(&[], vec![expr("zone", "DoesNotExist", &[])]), &l),
+            Ok(true)
+        );
+        assert!(selector_matches(&sel(&[], vec![expr("zone", "Near", &[])]), &l).is_err());
+        assert!(selector_matches(&sel(&[], vec![expr("zone", "In", &[])]), &l).is_err());
+    }
+
+    #[test]
+    fn first_ring_wins_and_duplicates_are_reported() {
+        let spec = spec_with_rings(&[("canary", &["a"]), ("rest", &["a", "b"])]);
+        let rings = resolve(&spec, &[ns("a"), ns("b")]).unwrap();
+        assert_eq!(rings[0].targets, vec!["a"]);
+        assert_eq!(rings[1].targets, vec!["b"]);
+        assert_eq!(rings[1].duplicates, vec!["a"]);
+    }
+
+    #[test]
+    fn terminating_namespaces_are_not_targets() {
+        let spec = spec_with_rings(&[("canary", &["a", "b"])]);
+        let mut b = ns("b");
+        b.terminating = true;
+        let rings = resolve(&spec, &[ns("a"), b]).unwrap();
+        assert_eq!(rings[0].targets, vec!["a"]);
+    }
+
+    #[test]
+    fn ring_with_zero_targets_is_invalid() {
+        let spec = spec_with_rings(&[("canary", &["a"]), ("rest", &["a"])]);
+        let err = resolve(&spec, &[ns("a")]).unwrap_err();
+        assert_eq!(err.reason, "NoTargets");
+        assert!(err.message.contains("rest"));
+    }
+
+    #[test]
+    fn missing_listed_namespace_is_invalid() {
+        let spec = spec_with_rings(&[("canary", &["a", "ghost"])]);
+        let err = resolve(&spec, &[ns("a")]).unwrap_err();
+        assert_eq!(err.reason, "NamespaceNotFound");
+        assert!(err.message.contains("ghost"));
+    }
+
+    #[test]
+    fn permission_own_namespace_allow_label_or_trusted() {
+        let rings = vec![ResolvedRing {
+            name: "r".into(),
+            targets: vec!["platform".into(), "cell-a".into(), "cell-b".into()],
+            duplicates: vec![],
+        }];
+        let namespaces = vec![
+            ns("platform"),
+            ns_labelled("cell-a", &[(ALLOW_FROM_LABEL, "platform")]),
+            ns_labelled("cell-b", &[(ALLOW_FROM_LABEL, "other")]),
+        ];
+        let err =
+            check_permitted(&rings, "platform", &namespaces, &Settings::default()).unwrap_err();
+        assert_eq!(err.reason, "TargetNotPermitted");
+        assert!(err.message.contains("cell-b") && !err.message.contains("cell-a,"));
+        let trusted = Settings {
+            trusted_namespaces: ["platform".to_string()].into(),
+        };
+        assert!(check_permitted(&rings, "platform", &namespaces, &trusted).is_ok());
+    }
+}

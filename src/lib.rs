@@ -1,9 +1,12 @@
 //! ringfence: staged configuration rollouts for Kubernetes.
 
 pub mod api;
+pub mod cli;
 pub mod controller;
+pub mod emulator;
 pub mod engine;
 pub mod gates;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;
+pub mod validation;

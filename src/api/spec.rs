@@ -13,12 +13,19 @@ use serde::{Deserialize, Serialize};
 
 use super::status::ConfigRolloutStatus;
 
-/// A Go-style duration such as `30s`, `5m` or `1h30m`.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// A duration such as `30s`, `5m`, `1h30m` or `1.5s`: what [`super::parse_duration`] accepts.
+///
+/// `[.]` rather than `\.`: the pattern is embedded in CEL string literals, where `\.` is
+/// an invalid escape that makes a real API server reject the CRD.
+pub const DURATION_PATTERN: &str = r"^([0-9]+([.][0-9]+)?(ms|s|m|h))+$";
+
+/// Regex for a percentage `maxConcurrent` from 1% to 100%.
+pub const PERCENT_PATTERN: &str = r"^(100|[1-9][0-9]?)%$";
 
 /// A staged rollout of one configuration object across rings of namespaces.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
+    doc = "A ConfigRollout writes one configuration object (ConfigMap or Secret) ring by ring into target namespaces, gates each ring on health signals and rolls back automatically.",
     group = "ringfence.dev",
     version = "v1alpha1",
     kind = "ConfigRollout",
@@ -60,6 +67,7 @@ pub struct ConfigRolloutSpec {
     #[serde(default = "default_progress_deadline")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) >= duration('1s')")).message("must be at least 1s"))]
     pub progress_deadline: String,
 
     /// What happens when a gate fails.
@@ -86,8 +94,9 @@ pub enum ConfigKind {
 /// The configuration object and its content.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.data) != has(self.sourceRef)").message("exactly one of data or sourceRef must be set"))]
-#[x_kube(validation = Rule::new("self.kind != 'Secret' || !has(self.data)").message("a Secret is rolled out from sourceRef only: inline data would put secret values in the ConfigRollout"))]
+#[x_kube(validation = Rule::new("has(self.data) || has(self.sourceRef)").message("set data or sourceRef: the content to roll out"))]
+#[x_kube(validation = Rule::new("!has(self.data) || !has(self.sourceRef)").message("set data or sourceRef, not both"))]
+#[x_kube(validation = Rule::new("self.kind != 'Secret' || !has(self.data)").message("a Secret is rolled out from sourceRef only: inline data would put secret values in the ConfigRollout").field_path(".data").reason(Reason::FieldValueForbidden))]
 pub struct ConfigSpec {
     /// `ConfigMap` (default) or `Secret`.
     #[serde(default)]
@@ -124,7 +133,8 @@ pub struct SourceRef {
 /// One ring: a set of namespaces written together and baked together.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.namespaces) != has(self.namespaceSelector)").message("set exactly one of namespaces or namespaceSelector"))]
+#[x_kube(validation = Rule::new("has(self.namespaces) || has(self.namespaceSelector)").message("set namespaces or namespaceSelector: the ring's targets"))]
+#[x_kube(validation = Rule::new("!has(self.namespaces) || !has(self.namespaceSelector)").message("set namespaces or namespaceSelector, not both"))]
 pub struct Ring {
     /// Ring name, unique in the rollout.
     #[schemars(
@@ -154,9 +164,12 @@ pub struct Ring {
     #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
     pub bake: String,
 
-    /// Targets written at a time inside the ring: a count or a percentage.
+    /// Targets written at a time inside the ring: a count (at least 1) or a percentage (1% to 100%).
+    // `minimum`/`maximum` (an IntOrString holds an int32) and `pattern` each apply to
+    // their own type; CEL would need `type()` to tell an int from a string, and
+    // client-side CEL (kube-cel) lacks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1 : self.matches('^(100|[1-9][0-9]?)%$')").message("must be a positive integer or a percentage from 1% to 100%"))]
+    #[schemars(extend("minimum" = 1, "maximum" = i32::MAX, "maxLength" = 4, "pattern" = PERCENT_PATTERN))]
     pub max_concurrent: Option<IntOrString>,
 }
 
@@ -198,7 +211,8 @@ fn default_true() -> bool {
 /// A health gate, evaluated every `interval` during each ring's bake.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.prometheus) ? 1 : 0) + (has(self.webhook) ? 1 : 0) == 1").message("set exactly one provider: prometheus or webhook"))]
+#[x_kube(validation = Rule::new("has(self.prometheus) || has(self.webhook)").message("set a provider: prometheus or webhook"))]
+#[x_kube(validation = Rule::new("!has(self.prometheus) || !has(self.webhook)").message("set one provider only: prometheus or webhook"))]
 pub struct Gate {
     /// Gate name, unique in the rollout.
     #[schemars(
@@ -211,6 +225,7 @@ pub struct Gate {
     #[serde(default = "default_interval")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) >= duration('1s')")).message("must be at least 1s"))]
     pub interval: String,
 
     /// Consecutive failing evaluations that fail the ring.
@@ -304,6 +319,7 @@ pub struct PrometheusGate {
     #[serde(default = "default_timeout")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) >= duration('1s')")).message("must be at least 1s"))]
     pub timeout: String,
 
     /// Secret in the rollout's namespace with `token` (bearer) or `username` and `password` (basic auth).
@@ -332,5 +348,6 @@ pub struct WebhookGate {
     #[serde(default = "default_timeout")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("must be a duration such as 30s, 5m or 1h30m"))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) >= duration('1s')")).message("must be at least 1s"))]
     pub timeout: String,
 }

@@ -45,7 +45,10 @@ pub struct ConfigRolloutStatus {
     pub rings: Vec<RingStatus>,
 
     /// Valid, Progressing, Healthy, Ready and RolledBack.
+    // A map keyed by type, as Kubernetes conventions have it: server-side apply
+    // merges conditions one by one instead of replacing the list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
     /// Recent revisions and how they ended, newest first.

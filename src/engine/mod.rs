@@ -77,7 +77,6 @@
 mod clock;
 mod conditions;
 mod decide;
-mod duration;
 mod gates;
 mod message;
 mod model;

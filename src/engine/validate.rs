@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::duration::parse_duration;
 use super::model::Inputs;
 use super::revision::revision_of;
 use super::rings::check_selectors;
+use crate::api::parse_duration;
 use crate::api::{CompareTo, Gate};
 
 /// Why the spec cannot be acted on: becomes `Valid=False` with this reason.

@@ -414,11 +414,11 @@ impl Evaluation<'_> {
         template::render(
             &self.spec.query,
             &TemplateVars {
-                namespaces: namespaces.to_vec(),
-                ring: self.req.ring_name.clone(),
-                revision: self.req.revision.clone(),
-                rollout: self.ctx.rollout_name.clone(),
-                namespace: self.ctx.rollout_namespace.clone(),
+                namespaces,
+                ring: &self.req.ring_name,
+                revision: &self.req.revision,
+                rollout: &self.ctx.rollout_name,
+                namespace: &self.ctx.rollout_namespace,
             },
         )
     }
@@ -440,39 +440,10 @@ impl Evaluation<'_> {
 
 /// Parses a Go-style duration (`30s`, `1.5m`, `1h30m`, `250ms`), as the CRD allows.
 fn duration(field: &'static str, value: &str) -> Result<Duration, EvalError> {
-    parse_duration(value).ok_or_else(|| EvalError::Duration {
+    crate::api::parse_duration(value).map_err(|_| EvalError::Duration {
         field,
         value: value.to_string(),
     })
-}
-
-fn parse_duration(text: &str) -> Option<Duration> {
-    let mut rest = text;
-    let mut total = Duration::ZERO;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let (unit, unit_len) = if rest.starts_with("ms") {
-            (0.001, 2)
-        } else if rest.starts_with('s') {
-            (1.0, 1)
-        } else if rest.starts_with('m') {
-            (60.0, 1)
-        } else if rest.starts_with('h') {
-            (3600.0, 1)
-        } else {
-            return None;
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(number * unit).ok()?;
-    }
-    Some(total)
 }
 
 /// A PromQL duration literal (whole seconds, else milliseconds), since PromQL
@@ -489,28 +460,6 @@ fn promql_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_go_durations() {
-        let cases = [
-            ("30s", 30_000),
-            ("5m", 300_000),
-            ("1h30m", 5_400_000),
-            ("1.5m", 90_000),
-            ("250ms", 250),
-            ("1m500ms", 60_500),
-        ];
-        for (text, millis) in cases {
-            assert_eq!(
-                parse_duration(text),
-                Some(Duration::from_millis(millis)),
-                "{text}"
-            );
-        }
-        for bad in ["", "5", "m", "5d", "-5s", "1..5s"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn promql_durations_are_whole_units() {

@@ -1,111 +1,285 @@
-//! Query templates: `{{ name }}` placeholders filled per evaluation.
+//! Placeholders in a Prometheus gate's query template: `{{ namespaces }}`,
+//! `{{ ring }}`, `{{ revision }}`, `{{ rollout }}` and `{{ namespace }}`
+//! (whitespace inside the braces optional).
 //!
-//! `{{ namespaces }}` becomes a regex alternation meant for `namespace=~"..."`;
-//! the other placeholders are inserted verbatim. An unknown placeholder is an
-//! error rather than being left in place, so a typo never reaches Prometheus.
+//! Values are rendered for use inside a PromQL string literal, as in
+//! `namespace=~"{{ namespaces }}"`: `{{ namespaces }}` becomes a regex alternation
+//! of the regex-escaped namespace names, and every value is then escaped for the
+//! double- or single-quoted literal it sits in (PromQL rejects `\-`, so the
+//! regex's backslashes are doubled).
 
-use std::sync::LazyLock;
+use std::fmt;
 
-use regex::Regex;
-
-static PLACEHOLDER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}").expect("valid regex"));
-
-/// Values for the placeholders of one evaluation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TemplateVars {
-    pub namespaces: Vec<String>,
-    pub ring: String,
-    pub revision: String,
-    pub rollout: String,
-    pub namespace: String,
+/// A placeholder a query template may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Placeholder {
+    /// The ring's target namespaces, as a regex alternation.
+    Namespaces,
+    /// The ring's name.
+    Ring,
+    /// The revision being rolled out.
+    Revision,
+    /// The ConfigRollout's name.
+    Rollout,
+    /// The ConfigRollout's namespace.
+    Namespace,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+impl Placeholder {
+    const ALL: [Placeholder; 5] = [
+        Self::Namespaces,
+        Self::Ring,
+        Self::Revision,
+        Self::Rollout,
+        Self::Namespace,
+    ];
+
+    /// The name written between the braces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Namespaces => "namespaces",
+            Self::Ring => "ring",
+            Self::Revision => "revision",
+            Self::Rollout => "rollout",
+            Self::Namespace => "namespace",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+impl fmt::Display for Placeholder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{{{ {} }}}}", self.name())
+    }
+}
+
+/// A template that cannot be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error(
-        "unknown placeholder {{{{ {0} }}}} (known: namespaces, ring, revision, rollout, namespace)"
+        "unknown placeholder {{{{ {name} }}}} at byte {offset} (use {{{{ namespaces }}}}, {{{{ ring }}}}, {{{{ revision }}}}, {{{{ rollout }}}} or {{{{ namespace }}}})"
     )]
-    UnknownPlaceholder(String),
+    Unknown { name: String, offset: usize },
+    #[error("unclosed {{{{ at byte {offset}: a placeholder ends with }}}}")]
+    Unclosed { offset: usize },
 }
 
-/// Fills every placeholder of `query`.
-pub fn render(query: &str, vars: &TemplateVars) -> Result<String, TemplateError> {
-    let mut out = String::with_capacity(query.len());
-    let mut last = 0;
-    for caps in PLACEHOLDER.captures_iter(query) {
-        let whole = caps.get(0).expect("group 0 always matches");
-        out.push_str(&query[last..whole.start()]);
-        match &caps[1] {
-            "namespaces" => out.push_str(&alternation(&vars.namespaces)),
-            "ring" => out.push_str(&vars.ring),
-            "revision" => out.push_str(&vars.revision),
-            "rollout" => out.push_str(&vars.rollout),
-            "namespace" => out.push_str(&vars.namespace),
-            other => return Err(TemplateError::UnknownPlaceholder(other.to_string())),
-        }
-        last = whole.end();
+/// What the placeholders stand for when a gate is evaluated for one ring.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateVars<'a> {
+    /// Never empty in practice: an empty alternation renders as `""`, which in
+    /// `=~""` matches series that lack the label altogether.
+    pub namespaces: &'a [String],
+    pub ring: &'a str,
+    pub revision: &'a str,
+    pub rollout: &'a str,
+    pub namespace: &'a str,
+}
+
+/// One piece of a parsed template.
+enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(Placeholder),
+}
+
+fn parse(query: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
+    let mut pieces = Vec::new();
+    let mut rest = query;
+    let mut offset = 0;
+    while let Some(open) = rest.find("{{") {
+        pieces.push(Piece::Text(&rest[..open]));
+        let start = offset + open;
+        let after = &rest[open + 2..];
+        let close = after
+            .find("}}")
+            .ok_or(TemplateError::Unclosed { offset: start })?;
+        let name = after[..close].trim();
+        let placeholder = Placeholder::from_name(name).ok_or_else(|| TemplateError::Unknown {
+            name: name.to_string(),
+            offset: start,
+        })?;
+        pieces.push(Piece::Placeholder(placeholder));
+        let consumed = open + 2 + close + 2;
+        rest = &rest[consumed..];
+        offset += consumed;
     }
-    out.push_str(&query[last..]);
+    pieces.push(Piece::Text(rest));
+    Ok(pieces)
+}
+
+/// The placeholders `query` uses, in order of appearance (repeats included).
+pub fn placeholders(query: &str) -> Result<Vec<Placeholder>, TemplateError> {
+    Ok(parse(query)?
+        .into_iter()
+        .filter_map(|piece| match piece {
+            Piece::Placeholder(p) => Some(p),
+            Piece::Text(_) => None,
+        })
+        .collect())
+}
+
+/// `query` with every placeholder replaced by its value (see the module docs).
+pub fn render(query: &str, vars: &TemplateVars<'_>) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(query.len());
+    for piece in parse(query)? {
+        match piece {
+            Piece::Text(text) => out.push_str(text),
+            Piece::Placeholder(p) => {
+                let value = match p {
+                    Placeholder::Namespaces => vars
+                        .namespaces
+                        .iter()
+                        .map(|ns| escape_regex(ns))
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                    Placeholder::Ring => vars.ring.to_string(),
+                    Placeholder::Revision => vars.revision.to_string(),
+                    Placeholder::Rollout => vars.rollout.to_string(),
+                    Placeholder::Namespace => vars.namespace.to_string(),
+                };
+                out.push_str(&escape_string_literal(&value));
+            }
+        }
+    }
     Ok(out)
 }
 
-/// `a|b|c` with regex metacharacters escaped for use inside a PromQL
-/// double-quoted string (so the backslash itself is doubled).
-fn alternation(namespaces: &[String]) -> String {
-    let escaped: Vec<String> = namespaces
-        .iter()
-        .map(|ns| {
-            let mut s = String::with_capacity(ns.len());
-            for c in ns.chars() {
-                if r".+*?()|[]{}^$\".contains(c) {
-                    s.push_str(r"\\");
-                }
-                s.push(c);
+/// Escapes regex metacharacters, leaving `-` alone: outside a character class
+/// it is literal, and namespace names are full of it, so queries stay readable.
+fn escape_regex(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Escapes a value for a PromQL double- or single-quoted string literal.
+fn escape_string_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' | '"' | '\'' => {
+                out.push('\\');
+                out.push(c);
             }
-            s
-        })
-        .collect();
-    escaped.join("|")
+            '\n' => out.push_str("\\n"),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    fn vars() -> TemplateVars {
+    fn vars(namespaces: &[String]) -> TemplateVars<'_> {
         TemplateVars {
-            namespaces: vec!["cell-1".into(), "cell-2".into()],
-            ring: "early".into(),
-            revision: "abc123".into(),
-            rollout: "flags".into(),
-            namespace: "platform".into(),
+            namespaces,
+            ring: "canary",
+            revision: "abc123",
+            rollout: "checkout-flags",
+            namespace: "platform",
         }
     }
 
     #[test]
-    fn fills_every_placeholder() {
-        let q = r#"x{namespace=~"{{ namespaces }}",ring="{{ring}}",rev="{{ revision }}",r="{{ rollout }}/{{ namespace }}"}"#;
+    fn finds_every_placeholder_with_or_without_spaces() {
+        let q = r#"sum(x{namespace=~"{{ namespaces }}",ring="{{ring}}",rev="{{  revision }}"}) by ({{rollout }}) {{ namespace}}"#;
         assert_eq!(
-            render(q, &vars()).unwrap(),
-            r#"x{namespace=~"cell-1|cell-2",ring="early",rev="abc123",r="flags/platform"}"#
+            placeholders(q).unwrap(),
+            [
+                Placeholder::Namespaces,
+                Placeholder::Ring,
+                Placeholder::Revision,
+                Placeholder::Rollout,
+                Placeholder::Namespace
+            ]
+        );
+        assert_eq!(placeholders("up").unwrap(), []);
+        assert_eq!(
+            placeholders("x{a=\"b\"} }}").unwrap(),
+            [],
+            "a stray }} is PromQL's business"
         );
     }
 
     #[test]
-    fn escapes_regex_metacharacters_for_a_promql_string() {
-        let v = TemplateVars {
-            namespaces: vec!["a.b".into()],
-            ..vars()
-        };
-        assert_eq!(render("{{ namespaces }}", &v).unwrap(), r"a\\.b");
+    fn names_unknown_and_unclosed_placeholders() {
+        let err = placeholders(r#"x{ns="{{ namespcaes }}"}"#).unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::Unknown {
+                name: "namespcaes".into(),
+                offset: 6
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("unknown placeholder {{ namespcaes }}"),
+            "{err}"
+        );
+        assert_eq!(
+            placeholders("a {{ ring").unwrap_err(),
+            TemplateError::Unclosed { offset: 2 }
+        );
+        assert!(
+            matches!(placeholders("{{}}"), Err(TemplateError::Unknown { name, .. }) if name.is_empty())
+        );
+        assert!(matches!(
+            placeholders("{{ Ring }}"),
+            Err(TemplateError::Unknown { .. })
+        ));
     }
 
     #[test]
-    fn rejects_unknown_placeholders() {
+    fn renders_namespaces_as_an_escaped_regex_alternation() {
+        let ns = ["cell-eu-1".to_string(), "cell.us".to_string()];
+        let q =
+            r#"sum(rate(http_requests_total{namespace=~"{{ namespaces }}",ring="{{ring}}"}[1m]))"#;
         assert_eq!(
-            render("{{ cluster }}", &vars()),
-            Err(TemplateError::UnknownPlaceholder("cluster".into()))
+            render(q, &vars(&ns)).unwrap(),
+            r#"sum(rate(http_requests_total{namespace=~"cell-eu-1|cell\\.us",ring="canary"}[1m]))"#
         );
+        let all = "{{revision}} {{rollout}} {{namespace}}";
+        assert_eq!(
+            render(all, &vars(&ns)).unwrap(),
+            "abc123 checkout-flags platform"
+        );
+        assert_eq!(
+            render("{{ nope }}", &vars(&ns)),
+            Err(TemplateError::Unknown {
+                name: "nope".into(),
+                offset: 0
+            })
+        );
+    }
+
+    #[test]
+    fn rendered_alternation_matches_exactly_the_namespaces() {
+        let ns = ["a.b".to_string(), "c-d".to_string()];
+        let rendered = render("{{ namespaces }}", &vars(&ns)).unwrap();
+        // Undo the string-literal layer the way PromQL's lexer does, then match as Prometheus does.
+        let regex =
+            regex::Regex::new(&format!("^(?:{})$", rendered.replace("\\\\", "\\"))).unwrap();
+        assert!(regex.is_match("a.b") && regex.is_match("c-d"));
+        assert!(!regex.is_match("axb") && !regex.is_match("a.bc-d"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(q in "[{} a-z\\PC]{0,40}") {
+            let ns = ["x".to_string()];
+            let parsed = placeholders(&q);
+            prop_assert_eq!(parsed.is_ok(), render(&q, &vars(&ns)).is_ok());
+        }
     }
 }

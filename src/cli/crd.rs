@@ -1,0 +1,15 @@
+//! `ringfence crd`: the CRD as YAML, e.g. `ringfence crd | kubectl apply -f -`.
+
+use std::process::ExitCode;
+
+use super::{CommandError, Run};
+
+#[derive(Debug, clap::Args)]
+pub struct CrdArgs {}
+
+impl Run for CrdArgs {
+    fn run(self) -> Result<ExitCode, CommandError> {
+        super::print(&crate::api::crd_yaml())?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,94 @@
+//! The `ringfence` command line: one module per subcommand, each an arguments
+//! type that implements [`Run`].
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod crd;
+pub mod emulator;
+pub mod validate;
+
+/// Staged configuration rollouts for Kubernetes: canary rings, health gates, exact rollback.
+#[derive(Debug, Parser)]
+#[command(name = "ringfence", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What a subcommand fails with when it cannot do its job at all (its findings,
+/// such as invalid manifests, are its exit code instead).
+pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A subcommand, run from its parsed arguments.
+pub trait Run {
+    fn run(self) -> Result<ExitCode, CommandError>;
+}
+
+/// Declares [`Command`] and its dispatch together, so that a new subcommand is
+/// one line here (plus its module).
+macro_rules! commands {
+    ($($(#[$doc:meta])* $variant:ident($args:ty),)*) => {
+        #[derive(Debug, Subcommand)]
+        pub enum Command {
+            $($(#[$doc])* $variant($args),)*
+        }
+
+        impl Run for Command {
+            fn run(self) -> Result<ExitCode, CommandError> {
+                match self {
+                    $(Command::$variant(args) => args.run(),)*
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    /// Print the ConfigRollout CustomResourceDefinition as YAML.
+    Crd(crd::CrdArgs),
+    /// Check ConfigRollout manifests offline, as the API server and the controller would.
+    Validate(validate::ValidateArgs),
+    /// Serve an in-process Kubernetes API emulator on loopback, for kubectl and local runs.
+    Emulator(emulator::EmulatorArgs),
+}
+
+/// Writes `text` to stdout; a closed pipe (`ringfence crd | head`) is not an error.
+pub fn print(text: &str) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn validate_takes_several_files() {
+        let cli =
+            Cli::try_parse_from(["ringfence", "validate", "-f", "a.yaml", "b.yaml", "-f", "-"])
+                .unwrap();
+        let Command::Validate(args) = cli.command else {
+            panic!("not validate: {cli:?}")
+        };
+        assert_eq!(
+            args.files,
+            ["a.yaml", "b.yaml", "-"].map(std::path::PathBuf::from)
+        );
+        assert!(Cli::try_parse_from(["ringfence", "validate"]).is_err());
+    }
+}

@@ -1,0 +1,420 @@
+//! The demo's story, told against the emulator and the real controller.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::metrics_source::{ErrorRates, MetricsSource};
+use super::view::{self, Style};
+use super::{DemoError, DemoOptions, kubelet};
+use crate::api::{ConfigRollout, ConfigRolloutStatus, FIELD_MANAGER, Phase, REVISION_ANNOTATION};
+use crate::controller::{Operator, Options};
+use crate::emulator::Emulator;
+
+/// Which story to tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Revision A, then revision B, both roll out everywhere.
+    Success,
+    /// Revision B regresses the early ring and is rolled back.
+    Regression,
+}
+
+/// How the story ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Every cell holds the revision the story should end on.
+    pub correct: bool,
+    pub summary: Vec<String>,
+}
+
+const ROLLOUT_NS: &str = "platform";
+const ROLLOUT: &str = "checkout-flags";
+const APP_SELECTOR: &str = "app=checkout";
+const BASE_ERROR_RATE: f64 = 0.002;
+const REGRESSED_ERROR_RATE: f64 = 0.08;
+
+/// The rings: name and cells.
+fn rings() -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        ("canary", vec!["cell-canary-1".to_string()]),
+        ("early", (1..=3).map(|i| format!("cell-early-{i}")).collect()),
+        ("broad", (1..=5).map(|i| format!("cell-broad-{i}")).collect()),
+    ]
+}
+
+fn config_data(pricing: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("retries".to_string(), "3".to_string()),
+        ("pricing-engine".to_string(), pricing.to_string()),
+    ])
+}
+
+fn rollout_manifest(metrics_url: &str, bake: &str, pricing: &str) -> Value {
+    json!({
+        "apiVersion": "ringfence.dev/v1alpha1",
+        "kind": "ConfigRollout",
+        "metadata": {"name": ROLLOUT, "namespace": ROLLOUT_NS},
+        "spec": {
+            "config": {"kind": "ConfigMap", "name": "checkout-flags", "data": config_data(pricing)},
+            "rings": [
+                {"name": "canary", "namespaces": ["cell-canary-1"], "bake": bake},
+                {"name": "early", "namespaceSelector": {"matchLabels": {"ring": "early"}}, "bake": bake, "maxConcurrent": 2},
+                {"name": "broad", "namespaceSelector": {"matchLabels": {"ring": "broad"}}, "bake": bake, "maxConcurrent": "50%"},
+            ],
+            "workloads": {"selector": {"matchLabels": {"app": "checkout"}}, "restart": true},
+            "gates": [{
+                "name": "error-rate",
+                "interval": "1s",
+                "failureLimit": 2,
+                "prometheus": {
+                    "address": metrics_url,
+                    "query": "avg(demo:http_error_ratio{namespace=~\"{{ namespaces }}\"})",
+                    "max": 0.05,
+                    "maxIncrease": 0.02,
+                    "onNoData": "wait",
+                },
+            }],
+            "progressDeadline": "1m",
+        },
+    })
+}
+
+/// Prints the live view: redrawn in place on a terminal, changed lines only otherwise.
+struct Printer {
+    style: Style,
+    tty: bool,
+    drawn: usize,
+    last: Vec<String>,
+}
+
+impl Printer {
+    fn say(&mut self, line: &str) {
+        self.drawn = 0;
+        self.last.clear();
+        println!("{line}");
+    }
+
+    fn show(&mut self, status: &ConfigRolloutStatus) {
+        let lines = view::render(status, self.style);
+        if lines == self.last {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if self.tty {
+            if self.drawn > 0 {
+                let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
+            }
+            for line in &lines {
+                let _ = writeln!(out, "{line}");
+            }
+            self.drawn = lines.len();
+        } else {
+            for line in lines.iter().filter(|l| !self.last.contains(l)) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        let _ = out.flush();
+        self.last = lines;
+    }
+}
+
+/// Ring transitions seen, for the summary's timeline.
+#[derive(Default)]
+struct Timeline {
+    started: Option<Instant>,
+    seen: BTreeMap<(String, String), String>,
+    entries: Vec<String>,
+}
+
+impl Timeline {
+    fn observe(&mut self, status: &ConfigRolloutStatus) {
+        let elapsed = self.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let revision = status.revision.clone().unwrap_or_default();
+        for ring in &status.rings {
+            let phase = format!("{:?}", ring.phase);
+            let key = (revision.clone(), ring.name.clone());
+            if self.seen.get(&key) != Some(&phase) {
+                self.seen.insert(key, phase.clone());
+                self.entries.push(format!(
+                    "  {elapsed:>6.1}s  revision {revision}  ring {:<7} {phase}",
+                    ring.name
+                ));
+            }
+        }
+    }
+}
+
+pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
+    let emulator = Emulator::builder()
+        .admission(crate::validation::admission_hook())
+        .start()
+        .await?;
+    let kubeconfig = match &options.kubeconfig {
+        Some(path) => path.clone(),
+        None => std::env::temp_dir().join(format!("ringfence-demo-{}.kubeconfig", std::process::id())),
+    };
+    emulator.write_kubeconfig(&kubeconfig)?;
+    let style = options.style;
+    let mut printer = Printer {
+        style,
+        tty: std::io::stdout().is_terminal(),
+        drawn: 0,
+        last: Vec::new(),
+    };
+    printer.say(&style.bold("ringfence demo: a staged configuration rollout against an embedded Kubernetes API"));
+    printer.say(&format!("kubeconfig: {}", kubeconfig.display()));
+    printer.say(&format!(
+        "watch along: kubectl --kubeconfig {} get configrollouts -A -w",
+        kubeconfig.display()
+    ));
+
+    let client = emulator.client();
+    emulator.apply(&serde_json::to_value(crate::api::crd()).unwrap_or_default())?;
+    let rates = ErrorRates::default();
+    create_cells(&client, &rates).await?;
+    let metrics = MetricsSource::start(rates.clone()).await?;
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = Operator::new(
+        client.clone(),
+        Options {
+            namespace: None,
+            trusted_namespaces: Default::default(),
+            concurrency: 4,
+            metrics_addr: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable_addr()),
+            health_addr: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable_addr()),
+            instance: Some("ringfence-demo".to_string()),
+        },
+    )
+    .await?;
+    let controller = tokio::spawn(operator.run(
+        async {
+            let _ = stopped.await;
+        },
+        |_| {},
+    ));
+    let kubelet = tokio::spawn(kubelet::run(
+        client.clone(),
+        APP_SELECTOR.to_string(),
+        Duration::from_millis(500),
+    ));
+
+    let bake_secs = (4.0 / options.speed.max(0.01)).round().max(1.0) as u64;
+    let bake = format!("{bake_secs}s");
+    let deadline = Duration::from_secs(60 + 12 * bake_secs);
+    let mut timeline = Timeline {
+        started: Some(Instant::now()),
+        ..Default::default()
+    };
+    let rollouts: Api<ConfigRollout> = Api::namespaced(client.clone(), ROLLOUT_NS);
+    let ssa = PatchParams::apply(FIELD_MANAGER).force();
+
+    printer.say(&style.bold("\nrevision A: pricing-engine v1"));
+    rollouts
+        .patch(ROLLOUT, &ssa, &Patch::Apply(rollout_manifest(&metrics.url(), &bake, "v1")))
+        .await?;
+    let a = wait_for(&rollouts, &mut printer, &mut timeline, deadline, |s| {
+        s.phase == Some(Phase::Succeeded)
+    })
+    .await?;
+    let revision_a = a.revision.clone().unwrap_or_default();
+
+    printer.say(&style.bold("\nrevision B: pricing-engine v2"));
+    let injector = (options.scenario == Scenario::Regression).then(|| {
+        tokio::spawn(inject_regression(client.clone(), rates.clone(), revision_a.clone()))
+    });
+    rollouts
+        .patch(ROLLOUT, &ssa, &Patch::Apply(rollout_manifest(&metrics.url(), &bake, "v2")))
+        .await?;
+    let (expected_end, expected_revision) = match options.scenario {
+        Scenario::Success => (Phase::Succeeded, None),
+        Scenario::Regression => (Phase::RolledBack, Some(revision_a.clone())),
+    };
+    let b = wait_for(&rollouts, &mut printer, &mut timeline, deadline, |s| {
+        s.revision.as_deref() != Some(revision_a.as_str())
+            && matches!(s.phase, Some(Phase::Succeeded | Phase::RolledBack | Phase::Failed))
+    })
+    .await?;
+    let injected_at = match injector {
+        Some(task) => {
+            task.abort();
+            task.await.ok().flatten()
+        }
+        None => None,
+    };
+    let expected_revision = expected_revision.unwrap_or_else(|| b.revision.clone().unwrap_or_default());
+    let cells = check_cells(&client, &expected_revision).await?;
+
+    let mut summary = vec![style.bold("\nsummary"), "timeline:".to_string()];
+    summary.extend(timeline.entries.iter().cloned());
+    if let Some(rollback) = &b.rollback {
+        summary.push(format!("rollback of {}: {} — {}", rollback.revision, rollback.reason, rollback.message));
+        for gate in &rollback.gates {
+            summary.push(format!(
+                "  gate {}: value {} threshold {} baseline {}",
+                gate.name,
+                fmt_opt(gate.value),
+                fmt_opt(gate.threshold),
+                fmt_opt(gate.baseline)
+            ));
+        }
+        if let (Some(start), Some(end)) = (&rollback.started_at, &rollback.completed_at) {
+            let secs = end.0.as_second() - start.0.as_second();
+            summary.push(format!("  rollback took {secs}s from the decision to the last target restored"));
+        }
+    }
+    if let Some(at) = injected_at {
+        summary.push(format!(
+            "  from the injected regression to the rollout RolledBack: {:.1}s",
+            at.elapsed().as_secs_f64()
+        ));
+    }
+    let correct = b.phase == Some(expected_end) && cells.iter().all(|(_, ok)| *ok);
+    for (ns, ok) in &cells {
+        let mark = if *ok { style.green("ok") } else { style.red("WRONG") };
+        summary.push(format!("  {ns:<14} holds revision {expected_revision}: {mark}"));
+    }
+    summary.push(if correct {
+        style.green(&format!("demo finished as expected: every cell holds revision {expected_revision}"))
+    } else {
+        style.red("demo did NOT end as expected")
+    });
+    for line in &summary {
+        printer.say(line);
+    }
+
+    if options.keep {
+        printer.say(&format!(
+            "the emulator keeps running; try: kubectl --kubeconfig {} describe configrollout -n {ROLLOUT_NS} {ROLLOUT}   (Ctrl-C to stop)",
+            kubeconfig.display()
+        ));
+        crate::controller::shutdown_signal().await;
+    }
+    let _ = stop.send(());
+    let _ = controller.await;
+    kubelet.abort();
+    emulator.shutdown().await;
+    if options.kubeconfig.is_none() {
+        let _ = std::fs::remove_file(&kubeconfig);
+    }
+    Ok(super::Outcome { correct, summary })
+}
+
+fn unreachable_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".to_string())
+}
+
+async fn create_cells(client: &Client, rates: &ErrorRates) -> Result<(), DemoError> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let pp = PostParams::default();
+    namespaces
+        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": ROLLOUT_NS}})).map_err(io_err)?)
+        .await?;
+    for (ring, cells) in rings() {
+        for cell in cells {
+            let ns = json!({"metadata": {"name": cell, "labels": {
+                "ring": ring,
+                crate::api::ALLOW_FROM_LABEL: ROLLOUT_NS,
+            }}});
+            namespaces.create(&pp, &serde_json::from_value(ns).map_err(io_err)?).await?;
+            let deployment = json!({
+                "metadata": {"name": "checkout", "labels": {"app": "checkout"}},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": "checkout"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "checkout"}},
+                        "spec": {"containers": [{"name": "checkout", "image": "checkout:1.0"}]},
+                    },
+                },
+            });
+            let api: Api<Deployment> = Api::namespaced(client.clone(), &cell);
+            api.create(&pp, &serde_json::from_value(deployment).map_err(io_err)?).await?;
+            rates.set(&cell, BASE_ERROR_RATE);
+        }
+    }
+    Ok(())
+}
+
+fn io_err(e: serde_json::Error) -> DemoError {
+    DemoError::Io(std::io::Error::other(e))
+}
+
+/// Raises the early ring's error rate once its first cell holds a revision
+/// other than `stable`; returns when it did.
+async fn inject_regression(client: Client, rates: ErrorRates, stable: String) -> Option<Instant> {
+    let early = rings().into_iter().find(|(name, _)| *name == "early")?.1;
+    loop {
+        for cell in &early {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), cell);
+            let revision = api
+                .get_opt("checkout-flags")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|cm| cm.metadata.annotations?.get(REVISION_ANNOTATION).cloned());
+            if revision.is_some_and(|r| r != stable) {
+                for cell in &early {
+                    rates.set(cell, REGRESSED_ERROR_RATE);
+                }
+                return Some(Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for(
+    rollouts: &Api<ConfigRollout>,
+    printer: &mut Printer,
+    timeline: &mut Timeline,
+    timeout: Duration,
+    done: impl Fn(&ConfigRolloutStatus) -> bool,
+) -> Result<ConfigRolloutStatus, DemoError> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = rollouts.get_opt(ROLLOUT).await?.and_then(|r| r.status) {
+            timeline.observe(&status);
+            printer.show(&status);
+            if done(&status) {
+                return Ok(status);
+            }
+        }
+        if started.elapsed() > timeout {
+            return Err(DemoError::Timeout(timeout, "the rollout to finish".to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every cell's `checkout-flags` and whether it holds exactly `revision`.
+async fn check_cells(client: &Client, revision: &str) -> Result<Vec<(String, bool)>, DemoError> {
+    let mut out = Vec::new();
+    for (_, cells) in rings() {
+        for cell in cells {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &cell);
+            let ok = api.get_opt("checkout-flags").await?.is_some_and(|cm| {
+                let data: BTreeMap<String, String> = cm.data.clone().unwrap_or_default();
+                let config = crate::engine::ResolvedConfig {
+                    kind: crate::api::ConfigKind::ConfigMap,
+                    data: data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+                };
+                crate::engine::revision_of(&config) == revision
+            });
+            out.push((cell, ok));
+        }
+    }
+    Ok(out)
+}

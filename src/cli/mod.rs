@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod controller;
 pub mod crd;
 pub mod emulator;
 pub mod validate;
@@ -47,6 +48,8 @@ macro_rules! commands {
 }
 
 commands! {
+    /// Run the operator: reconcile ConfigRollouts in the cluster.
+    Controller(controller::ControllerArgs),
     /// Print the ConfigRollout CustomResourceDefinition as YAML.
     Crd(crd::CrdArgs),
     /// Check ConfigRollout manifests offline, as the API server and the controller would.

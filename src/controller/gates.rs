@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 
-use crate::api::{ConfigRolloutSpec, Gate, PrometheusGate, Verdict};
+use crate::api::{ConfigRolloutSpec, Gate, PrometheusGate, Verdict, parse_duration};
 use crate::engine::{GateRequest, GateResult, RolloutMeta};
 use crate::gates::GateContext;
 use crate::gates::prometheus::{PrometheusAuth, PrometheusProvider};
@@ -129,10 +129,7 @@ async fn read_auth(client: &Client, namespace: &str, name: &str) -> Result<Prome
 }
 
 fn parse_timeout(text: &str) -> Duration {
-    text.parse::<k8s_openapi::jiff::SignedDuration>()
-        .ok()
-        .and_then(|d| Duration::try_from(d).ok())
-        .unwrap_or(FALLBACK_TIMEOUT)
+    parse_duration(text).unwrap_or(FALLBACK_TIMEOUT)
 }
 
 fn inconclusive(req: &GateRequest, now: Timestamp, message: &str) -> GateResult {

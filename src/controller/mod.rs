@@ -83,9 +83,7 @@ type Refs = Vec<ObjectRef<DeserializeGuard<ConfigRollout>>>;
 pub struct Operator {
     client: Client,
     options: Options,
-    addrs: Vec<SocketAddr>,
     readiness: Readiness,
-    listeners: (SocketAddr, SocketAddr),
 }
 
 impl Operator {
@@ -97,13 +95,10 @@ impl Operator {
             Err(kube::Error::Api(s)) if s.code == 404 => return Err(RunError::CrdMissing),
             Err(e) => return Err(RunError::Api(e)),
         }
-        let listeners = (options.health_addr, options.metrics_addr);
         Ok(Self {
             client,
             options,
-            addrs: Vec::new(),
             readiness: Readiness::default(),
-            listeners,
         })
     }
 
@@ -115,7 +110,7 @@ impl Operator {
     /// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
     /// `on_listen` receives the bound health/metrics addresses.
     pub async fn run(
-        mut self,
+        self,
         shutdown: impl Future<Output = ()> + Send + 'static,
         on_listen: impl FnOnce(&[SocketAddr]) + Send,
     ) -> Result<(), RunError> {
@@ -139,18 +134,16 @@ impl Operator {
         .touched_objects();
 
         let metrics = Arc::new(Metrics::new(store.clone()));
-        let (health, metrics_addr) = self.listeners;
         let (addrs, serve) = server::bind(
-            health,
-            metrics_addr,
+            self.options.health_addr,
+            self.options.metrics_addr,
             self.readiness.clone(),
             metrics.clone(),
             shutdown.clone(),
         )
         .await
         .map_err(RunError::Listen)?;
-        self.addrs = addrs;
-        on_listen(&self.addrs);
+        on_listen(&addrs);
         let server = tokio::spawn(serve);
 
         let ready = self.readiness.clone();

@@ -3,7 +3,10 @@
 //!
 //! `cargo bench --bench emulator` creates 10,000 ConfigMaps across 1,000
 //! namespaces with 100 open watches, then gets, lists and patches them.
-//! Scale the workload with `RINGFENCE_BENCH_SCALE=0.1` (or a first argument).
+//! Of the watches, 10 see the whole cluster (as an operator's informers do)
+//! and 90 one namespace each (as test clients do); every watch must receive
+//! every event it selects. Scale the workload with `RINGFENCE_BENCH_SCALE=0.1`
+//! (or a first argument).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +17,8 @@ use ringfence::emulator::Emulator;
 
 const CONCURRENCY: usize = 16;
 const WATCHES: usize = 100;
+/// Watches over all namespaces; the others watch one namespace each.
+const CLUSTER_WATCHES: usize = 10;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Verb {
@@ -210,12 +215,19 @@ async fn main() {
 
     let rv = emu.resource_version();
     let delivered = Arc::new(AtomicUsize::new(0));
+    let mut expected_events = 0;
     let mut watches = Vec::new();
-    for _ in 0..WATCHES {
+    for n in 0..WATCHES {
+        let path = if n < CLUSTER_WATCHES {
+            expected_events += w.objects * 2;
+            "/api/v1/configmaps".to_string()
+        } else {
+            let ns = (n - CLUSTER_WATCHES) % w.namespaces;
+            expected_events += (0..w.objects).filter(|i| i % w.namespaces == ns).count() * 2;
+            format!("/api/v1/namespaces/ns-{ns}/configmaps")
+        };
         let mut r = http
-            .get(format!(
-                "{base}/api/v1/configmaps?watch=true&resourceVersion={rv}"
-            ))
+            .get(format!("{base}{path}?watch=true&resourceVersion={rv}"))
             .send()
             .await
             .expect("watch");
@@ -263,12 +275,10 @@ async fn main() {
             e.failures + b.failures,
         );
     }
+    let got = delivered.load(Ordering::Relaxed);
     println!(
-        "\nwatch events delivered: {} of {} ({} watches x {} writes)",
-        delivered.load(Ordering::Relaxed),
-        writes * WATCHES,
-        WATCHES,
-        writes
+        "\nwatch events delivered: {got} of {expected_events} ({CLUSTER_WATCHES} cluster-wide and {} namespace watches)",
+        WATCHES - CLUSTER_WATCHES
     );
     let failures: usize = rows.iter().map(|(_, e, _)| e.failures).sum();
     for w in watches {
@@ -276,4 +286,5 @@ async fn main() {
     }
     emu.shutdown().await;
     assert_eq!(failures, 0, "emulator requests failed");
+    assert_eq!(got, expected_events, "watches missed events");
 }

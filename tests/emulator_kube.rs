@@ -260,9 +260,9 @@ async fn configmap_crud_and_errors() {
 #[tokio::test]
 async fn unknown_paths_and_bad_bodies_are_statuses() {
     let emu = start().await;
-    let http = reqwest_like_get(&emu, "/apis/nothing.example/v1/things").await;
-    assert_eq!(http.0, 404);
-    assert_eq!(http.1["kind"], "Status");
+    let (code, body) = raw(&emu, "GET", "/apis/nothing.example/v1/things", "", b"").await;
+    assert_eq!(code, 404);
+    assert_eq!(body["kind"], "Status");
     let (code, body) = raw(
         &emu,
         "POST",
@@ -305,10 +305,6 @@ async fn unknown_paths_and_bad_bodies_are_statuses() {
     assert_eq!(code, 400);
 }
 
-async fn reqwest_like_get(emu: &EmulatorHandle, path: &str) -> (u16, Value) {
-    raw(emu, "GET", path, "", b"").await
-}
-
 /// A bare HTTP/1.1 request, for what typed clients cannot send.
 async fn raw(
     emu: &EmulatorHandle,
@@ -332,8 +328,8 @@ async fn raw(
     let code: u16 = text[9..12].parse().unwrap();
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
     // Either a content-length body or a single chunk.
-    let json_start = body.find('{').unwrap_or(0);
-    let json_end = body.rfind('}').map_or(body.len(), |e| e + 1);
+    let json_start = body.find(['{', '[']).unwrap_or(0);
+    let json_end = body.rfind(['}', ']']).map_or(body.len(), |e| e + 1);
     (
         code,
         serde_json::from_str(&body[json_start..json_end]).unwrap_or(Value::Null),
@@ -1399,4 +1395,39 @@ async fn recorded_events_show_through_the_core_api() {
     assert_eq!(e.reason.as_deref(), Some("Scaled"));
     assert_eq!(e.reporting_component.as_deref(), Some("widget-controller"));
     assert_eq!(e.series.as_ref().and_then(|s| s.count), Some(2));
+}
+
+#[tokio::test]
+async fn fault_and_log_endpoints_speak_json() {
+    let emu = start().await;
+    let body = br#"{"action": "failNext", "count": 1, "code": 503, "match": {"verb": "get", "resource": "namespaces"}}"#;
+    let (code, _) = raw(&emu, "POST", "/_emulator/faults", "application/json", body).await;
+    assert_eq!(code, 200);
+    let (code, status) = raw(&emu, "GET", "/api/v1/namespaces/default", "", b"").await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (503, Some("ServiceUnavailable"))
+    );
+    let (code, _) = raw(&emu, "GET", "/api/v1/namespaces/default", "", b"").await;
+    assert_eq!(code, 200);
+    let (code, _) = raw(
+        &emu,
+        "POST",
+        "/_emulator/faults",
+        "application/json",
+        b"{\"action\": \"nonsense\"}",
+    )
+    .await;
+    assert_eq!(code, 400);
+
+    let (code, log) = raw(&emu, "GET", "/_emulator/requests", "", b"").await;
+    assert_eq!(code, 200);
+    let gets: Vec<u64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verb"] == "get" && r["resource"] == "namespaces")
+        .map(|r| r["code"].as_u64().unwrap())
+        .collect();
+    assert_eq!(gets, vec![503, 200]);
 }

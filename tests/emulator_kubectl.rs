@@ -2,20 +2,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, PostParams};
-use ringfence::emulator::{AdmissionHook, Emulator, EmulatorHandle, FieldViolation};
-use serde_json::{Value, json};
+use ringfence::emulator::{Emulator, EmulatorHandle};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
 /// The CRDs the tests install, as `kubectl apply -f` takes them.
-const CRD_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/crds");
+const CRD_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -183,7 +182,7 @@ async fn apply_get_patch_describe_delete() {
     k.ok(&["get", "cro"]).await;
 
     let status = json!({"status": {
-        "phase": "Progressing", "revision": "5d41402a", "currentRing": "1/1 canary",
+        "phase": "Progressing", "revision": "5d41402a", "currentRing": "canary", "ringProgress": "1/1 canary", "health": "Healthy",
         "message": "writing ring canary",
         "conditions": [{"type": "Healthy", "status": "True"}]
     }});
@@ -333,27 +332,24 @@ async fn get_watch_sees_a_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_rejected_by_admission_prints_the_field_error() {
-    let hook: AdmissionHook = Arc::new(|_crd: &Value, _version: &str, obj: &Value| {
-        match obj.pointer("/spec/replicas").and_then(Value::as_i64) {
-            Some(r) if r < 0 => vec![FieldViolation::new(
-                "spec.replicas",
-                "FieldValueInvalid",
-                format!("Invalid value: {r}: must be greater than or equal to 0"),
-            )],
-            _ => Vec::new(),
-        }
-    });
-    let emu = Emulator::builder().admission(hook).start().await.unwrap();
+    let emu = Emulator::builder()
+        .admission(ringfence::validation::admission_hook())
+        .start()
+        .await
+        .unwrap();
     let k = Kubectl::admin(&emu);
     k.ok(&["apply", "-f", CRD_DIR]).await;
-    let bad = ROLLOUT.replace("spec:\n", "spec:\n  replicas: -1\n");
+    let bad = ROLLOUT.replace(
+        "namespaces: [cell-eu-1]",
+        "namespaces: [cell-eu-1]\n      bake: \"15\"",
+    );
     let out = k.run_with(&["apply", "-f", "-"], &bad).await;
     assert!(!out.ok, "{}", out.stdout);
     assert!(out.stderr.contains("ConfigRollout"), "{}", out.stderr);
     assert!(out.stderr.contains("is invalid"), "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("spec.replicas: Invalid value: -1: must be greater than or equal to 0"),
+            .contains("spec.rings[0].bake: Invalid value: \"15\": must be a duration"),
         "{}",
         out.stderr
     );

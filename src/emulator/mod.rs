@@ -98,8 +98,10 @@ use server::{Auth, Shared};
 /// Why the emulator could not start or load a manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
-    #[error("cannot listen: {0}")]
-    Listen(#[from] std::io::Error),
+    #[error("cannot listen on loopback: {0}")]
+    Listen(std::io::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
     #[error("invalid manifest: {0}")]
     Manifest(String),
     #[error("{0}")]
@@ -180,8 +182,10 @@ impl EmulatorBuilder {
 
     /// Starts serving on `127.0.0.1`.
     pub async fn start(self) -> Result<EmulatorHandle, EmulatorError> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await?;
-        let addr = listener.local_addr()?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .map_err(EmulatorError::Listen)?;
+        let addr = listener.local_addr().map_err(EmulatorError::Listen)?;
         let shared = Arc::new(Shared {
             objects: Objects {
                 store: store::Store::new(self.history_limit, self.watch_buffer),

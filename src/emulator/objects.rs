@@ -234,23 +234,38 @@ fn patch_error(e: PatchError) -> ApiError {
     }
 }
 
-/// The object without what a no-op write still touches: resourceVersion and
-/// managedFields timestamps.
-fn comparable(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    meta::remove_meta(&mut v, "resourceVersion");
-    if let Some(Value::Array(entries)) =
-        meta::metadata_mut(&mut v).and_then(|m| m.get_mut("managedFields"))
-    {
-        for e in entries.iter_mut().filter_map(Value::as_object_mut) {
-            e.remove("time");
-        }
-    }
-    v
+/// Equal maps, ignoring the keys `skip` names and comparing values with `same`.
+fn same_map(
+    a: &Value,
+    b: &Value,
+    skip: &[&str],
+    same: impl Fn(&str, &Value, &Value) -> bool,
+) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let kept = |m: &'_ Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .all(|(k, av)| b.get(k).is_some_and(|bv| same(k, av, bv)))
 }
 
+/// Whether a write changes nothing but what a no-op still touches: the
+/// resourceVersion and managedFields timestamps.
 fn unchanged(current: &Value, new: &Value) -> bool {
-    comparable(current) == comparable(new)
+    same_map(current, new, &[], |k, a, b| match k {
+        "metadata" => same_map(a, b, &["resourceVersion"], |k, a, b| match (k, a, b) {
+            ("managedFields", Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .zip(y)
+                        .all(|(e, f)| same_map(e, f, &["time"], |_, a, b| a == b))
+            }
+            _ => a == b,
+        }),
+        _ => a == b,
+    })
 }
 
 /// An object whose deletion completed: marked, and without finalizers.
@@ -260,21 +275,12 @@ fn is_removed(obj: &Value) -> bool {
 
 /// Top-level fields other than `metadata` (and `status` when it is a subresource) differ.
 fn spec_changed(old: &Value, new: &Value, ignore_status: bool) -> bool {
-    let relevant = |v: &Value| -> Vec<(String, Value)> {
-        v.as_object()
-            .map(|m| {
-                m.iter()
-                    .filter(|(k, _)| {
-                        let server_owned = matches!(k.as_str(), "metadata" | "apiVersion" | "kind");
-                        let status = ignore_status && k.as_str() == "status";
-                        !(server_owned || status)
-                    })
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+    let skip: &[&str] = if ignore_status {
+        &["metadata", "apiVersion", "kind", "status"]
+    } else {
+        &["metadata", "apiVersion", "kind"]
     };
-    relevant(old) != relevant(new)
+    !same_map(old, new, skip, |_, a, b| a == b)
 }
 
 fn crd_status(crd: &Value, previous: Option<&Value>) -> Value {
@@ -523,8 +529,7 @@ impl Objects {
         }
         Self::check_kind(t, &obj)?;
         Self::check_namespace(t, &obj)?;
-        if meta::resource_version(&obj) != 0 || !meta::meta_str(&obj, "resourceVersion").is_empty()
-        {
+        if !meta::meta_str(&obj, "resourceVersion").is_empty() {
             return Err(ApiError::internal(
                 "resourceVersion should not be set on objects to be created",
             ));
@@ -1271,6 +1276,23 @@ mod tests {
         assert!(spec_changed(&a, &b, false));
         b["spec"]["x"] = json!(2);
         assert!(spec_changed(&a, &b, true));
+    }
+
+    #[test]
+    fn no_op_writes_are_recognised() {
+        let a = json!({"metadata": {"resourceVersion": "1", "managedFields": [{"manager": "m", "time": "t1"}]}, "data": {"k": "v"}});
+        let mut b = a.clone();
+        b["metadata"]["resourceVersion"] = json!("2");
+        b["metadata"]["managedFields"][0]["time"] = json!("t2");
+        assert!(unchanged(&a, &b));
+        b["metadata"]["managedFields"][0]["manager"] = json!("n");
+        assert!(!unchanged(&a, &b));
+        let mut c = a.clone();
+        c["data"]["k"] = json!("w");
+        assert!(!unchanged(&a, &c));
+        let mut d = a.clone();
+        d["metadata"]["labels"] = json!({"x": "y"});
+        assert!(!unchanged(&a, &d));
     }
 
     #[test]

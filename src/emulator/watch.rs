@@ -73,10 +73,16 @@ struct Watcher {
     bookmarks: Option<Interval>,
     closer: watch::Receiver<u64>,
     done: bool,
+    last_flush: Option<Instant>,
+    /// Objects go out exactly as stored (one version, no conversion).
+    as_stored: bool,
 }
 
 /// Most events folded into one chunk when a watcher catches up.
 const BATCH: usize = 512;
+
+/// Window within which a busy watch gathers events into one chunk.
+const COALESCE: Duration = Duration::from_millis(2);
 
 fn line(kind: &str, object: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(object.len() + 32);
@@ -100,7 +106,11 @@ pub(crate) fn expired_event(rv: Option<u64>) -> Bytes {
 
 impl Watcher {
     fn render(&self, kind: EventType, obj: &ObjRef, out: &mut Vec<u8>) {
-        let obj = Objects::present(&self.rt, &self.version, obj);
+        let obj = if self.as_stored {
+            obj.clone()
+        } else {
+            Objects::present(&self.rt, &self.version, obj)
+        };
         match &self.table {
             Some(table) => {
                 let t = table.render(
@@ -144,10 +154,20 @@ impl Watcher {
         Bytes::from(line("BOOKMARK", obj.to_string().as_bytes()))
     }
 
-    fn receive(&mut self, first: Arc<StoreEvent>) {
+    /// Translates `first` and whatever else is already queued into one chunk.
+    async fn receive(&mut self, first: Arc<StoreEvent>) {
         let mut out = Vec::new();
         self.last_rv = first.rv;
         self.translate(&first, &mut out);
+        // Under a stream of writes, gather what arrives within a short window
+        // so one write to the client carries many events; an isolated event
+        // goes out at once.
+        match self.last_flush {
+            Some(prev) if prev.elapsed() < COALESCE => {
+                tokio::time::sleep_until(prev + COALESCE).await
+            }
+            _ => tokio::task::yield_now().await,
+        }
         for _ in 0..BATCH {
             match self.receiver.try_recv() {
                 Ok(ev) => {
@@ -164,6 +184,7 @@ impl Watcher {
         if !out.is_empty() {
             self.pending.push_back(Bytes::from(out));
         }
+        self.last_flush = Some(Instant::now());
     }
 
     async fn next_chunk(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
@@ -179,7 +200,7 @@ impl Watcher {
                 biased;
                 _ = self.closer.changed() => self.done = true,
                 received = self.receiver.recv() => match received {
-                    Ok(ev) => self.receive(ev),
+                    Ok(ev) => self.receive(ev).await,
                     // Lagged or closed: end the stream; the client resumes from its last event.
                     Err(_) => self.done = true,
                 },
@@ -226,6 +247,7 @@ pub(crate) fn stream(
             .subscribe(&resource, req.filter.namespace.as_deref(), req.from)
             .ok()
     };
+    let as_stored = req.rt.versions.len() == 1 && req.rt.stored_as.is_none();
     let watcher = subscription.map(|sub| {
         let mut w = Watcher {
             rt: req.rt,
@@ -242,6 +264,8 @@ pub(crate) fn stream(
             }),
             closer,
             done: false,
+            last_flush: None,
+            as_stored,
         };
         let mut out = Vec::new();
         for obj in &sub.initial {

@@ -2,8 +2,13 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
+pub mod demo;
 pub mod emulator;
 pub mod engine;
 pub mod gates;
 pub mod leader;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;
 pub mod validation;

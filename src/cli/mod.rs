@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod controller;
 pub mod crd;
+pub mod demo;
 pub mod emulator;
 pub mod validate;
 
@@ -47,10 +49,14 @@ macro_rules! commands {
 }
 
 commands! {
+    /// Run the operator: reconcile ConfigRollouts in the cluster.
+    Controller(controller::ControllerArgs),
     /// Print the ConfigRollout CustomResourceDefinition as YAML.
     Crd(crd::CrdArgs),
     /// Check ConfigRollout manifests offline, as the API server and the controller would.
     Validate(validate::ValidateArgs),
+    /// Watch a staged rollout and an automatic rollback against an embedded API, no cluster needed.
+    Demo(demo::DemoArgs),
     /// Serve an in-process Kubernetes API emulator on loopback, for kubectl and local runs.
     Emulator(emulator::EmulatorArgs),
 }

@@ -42,7 +42,11 @@ pub async fn run(client: Client, selector: String, delay: Duration) {
                 }});
                 let ns_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
                 if ns_api
-                    .patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+                    .patch_status(
+                        &d.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&status),
+                    )
                     .await
                     .is_ok()
                 {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Query, State};
+use axum::extract::{Form, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use regex::Regex;
@@ -64,7 +64,7 @@ impl MetricsSource {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = Router::new()
-            .route("/api/v1/query", get(query).post(query))
+            .route("/api/v1/query", get(query).post(query_form))
             .with_state(rates.clone());
         let task = tokio::spawn(async move {
             // The demo ends by dropping the task; a serve error only ends the demo's metrics.
@@ -91,6 +91,13 @@ struct QueryParams {
 }
 
 async fn query(State(rates): State<ErrorRates>, Query(params): Query<QueryParams>) -> Json<Value> {
+    Json(answer(&rates, &params.query, params.time.as_deref()))
+}
+
+async fn query_form(
+    State(rates): State<ErrorRates>,
+    Form(params): Form<QueryParams>,
+) -> Json<Value> {
     Json(answer(&rates, &params.query, params.time.as_deref()))
 }
 
@@ -124,12 +131,19 @@ mod tests {
         rates.set("cell-1", 0.01);
         rates.set("cell-2", 0.03);
         rates.set("cell-10", 0.5);
-        let body = answer(&rates, r#"rate(errors{namespace=~"cell-1|cell-2"}[1m])"#, Some("12"));
+        let body = answer(
+            &rates,
+            r#"rate(errors{namespace=~"cell-1|cell-2"}[1m])"#,
+            Some("12"),
+        );
         assert_eq!(body["status"], "success");
         let value = &body["data"]["result"][0]["value"];
         assert_eq!(value[0], 12.0);
         let rate: f64 = value[1].as_str().unwrap().parse().unwrap();
-        assert!((rate - 0.02).abs() < 1e-12, "anchored match must exclude cell-10, got {rate}");
+        assert!(
+            (rate - 0.02).abs() < 1e-12,
+            "anchored match must exclude cell-10, got {rate}"
+        );
     }
 
     #[test]
@@ -146,7 +160,11 @@ mod tests {
         rates.set("a.b", 0.2);
         rates.set("axb", 0.9);
         let body = answer(&rates, r#"x{namespace=~"a\\.b"}"#, None);
-        let rate: f64 = body["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+        let rate: f64 = body["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(rate, 0.2);
     }
 

@@ -45,8 +45,14 @@ const REGRESSED_ERROR_RATE: f64 = 0.08;
 fn rings() -> Vec<(&'static str, Vec<String>)> {
     vec![
         ("canary", vec!["cell-canary-1".to_string()]),
-        ("early", (1..=3).map(|i| format!("cell-early-{i}")).collect()),
-        ("broad", (1..=5).map(|i| format!("cell-broad-{i}")).collect()),
+        (
+            "early",
+            (1..=3).map(|i| format!("cell-early-{i}")).collect(),
+        ),
+        (
+            "broad",
+            (1..=5).map(|i| format!("cell-broad-{i}")).collect(),
+        ),
     ]
 }
 
@@ -136,7 +142,10 @@ struct Timeline {
 
 impl Timeline {
     fn observe(&mut self, status: &ConfigRolloutStatus) {
-        let elapsed = self.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let elapsed = self
+            .started
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
         let revision = status.revision.clone().unwrap_or_default();
         for ring in &status.rings {
             let phase = format!("{:?}", ring.phase);
@@ -159,7 +168,9 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
         .await?;
     let kubeconfig = match &options.kubeconfig {
         Some(path) => path.clone(),
-        None => std::env::temp_dir().join(format!("ringfence-demo-{}.kubeconfig", std::process::id())),
+        None => {
+            std::env::temp_dir().join(format!("ringfence-demo-{}.kubeconfig", std::process::id()))
+        }
     };
     emulator.write_kubeconfig(&kubeconfig)?;
     let style = options.style;
@@ -169,7 +180,11 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
         drawn: 0,
         last: Vec::new(),
     };
-    printer.say(&style.bold("ringfence demo: a staged configuration rollout against an embedded Kubernetes API"));
+    printer.say(
+        &style.bold(
+            "ringfence demo: a staged configuration rollout against an embedded Kubernetes API",
+        ),
+    );
     printer.say(&format!("kubeconfig: {}", kubeconfig.display()));
     printer.say(&format!(
         "watch along: kubectl --kubeconfig {} get configrollouts -A -w",
@@ -219,7 +234,11 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
 
     printer.say(&style.bold("\nrevision A: pricing-engine v1"));
     rollouts
-        .patch(ROLLOUT, &ssa, &Patch::Apply(rollout_manifest(&metrics.url(), &bake, "v1")))
+        .patch(
+            ROLLOUT,
+            &ssa,
+            &Patch::Apply(rollout_manifest(&metrics.url(), &bake, "v1")),
+        )
         .await?;
     let a = wait_for(&rollouts, &mut printer, &mut timeline, deadline, |s| {
         s.phase == Some(Phase::Succeeded)
@@ -229,10 +248,18 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
 
     printer.say(&style.bold("\nrevision B: pricing-engine v2"));
     let injector = (options.scenario == Scenario::Regression).then(|| {
-        tokio::spawn(inject_regression(client.clone(), rates.clone(), revision_a.clone()))
+        tokio::spawn(inject_regression(
+            client.clone(),
+            rates.clone(),
+            revision_a.clone(),
+        ))
     });
     rollouts
-        .patch(ROLLOUT, &ssa, &Patch::Apply(rollout_manifest(&metrics.url(), &bake, "v2")))
+        .patch(
+            ROLLOUT,
+            &ssa,
+            &Patch::Apply(rollout_manifest(&metrics.url(), &bake, "v2")),
+        )
         .await?;
     let (expected_end, expected_revision) = match options.scenario {
         Scenario::Success => (Phase::Succeeded, None),
@@ -240,7 +267,10 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
     };
     let b = wait_for(&rollouts, &mut printer, &mut timeline, deadline, |s| {
         s.revision.as_deref() != Some(revision_a.as_str())
-            && matches!(s.phase, Some(Phase::Succeeded | Phase::RolledBack | Phase::Failed))
+            && matches!(
+                s.phase,
+                Some(Phase::Succeeded | Phase::RolledBack | Phase::Failed)
+            )
     })
     .await?;
     let injected_at = match injector {
@@ -250,13 +280,17 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
         }
         None => None,
     };
-    let expected_revision = expected_revision.unwrap_or_else(|| b.revision.clone().unwrap_or_default());
+    let expected_revision =
+        expected_revision.unwrap_or_else(|| b.revision.clone().unwrap_or_default());
     let cells = check_cells(&client, &expected_revision).await?;
 
     let mut summary = vec![style.bold("\nsummary"), "timeline:".to_string()];
     summary.extend(timeline.entries.iter().cloned());
     if let Some(rollback) = &b.rollback {
-        summary.push(format!("rollback of {}: {} — {}", rollback.revision, rollback.reason, rollback.message));
+        summary.push(format!(
+            "rollback of {}: {} — {}",
+            rollback.revision, rollback.reason, rollback.message
+        ));
         for gate in &rollback.gates {
             summary.push(format!(
                 "  gate {}: value {} threshold {} baseline {}",
@@ -268,7 +302,9 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
         }
         if let (Some(start), Some(end)) = (&rollback.started_at, &rollback.completed_at) {
             let secs = end.0.as_second() - start.0.as_second();
-            summary.push(format!("  rollback took {secs}s from the decision to the last target restored"));
+            summary.push(format!(
+                "  rollback took {secs}s from the decision to the last target restored"
+            ));
         }
     }
     if let Some(at) = injected_at {
@@ -279,11 +315,19 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
     }
     let correct = b.phase == Some(expected_end) && cells.iter().all(|(_, ok)| *ok);
     for (ns, ok) in &cells {
-        let mark = if *ok { style.green("ok") } else { style.red("WRONG") };
-        summary.push(format!("  {ns:<14} holds revision {expected_revision}: {mark}"));
+        let mark = if *ok {
+            style.green("ok")
+        } else {
+            style.red("WRONG")
+        };
+        summary.push(format!(
+            "  {ns:<14} holds revision {expected_revision}: {mark}"
+        ));
     }
     summary.push(if correct {
-        style.green(&format!("demo finished as expected: every cell holds revision {expected_revision}"))
+        style.green(&format!(
+            "demo finished as expected: every cell holds revision {expected_revision}"
+        ))
     } else {
         style.red("demo did NOT end as expected")
     });
@@ -313,14 +357,18 @@ fn unreachable_addr() -> std::net::SocketAddr {
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".to_string())
+    v.map(|v| format!("{v:.4}"))
+        .unwrap_or_else(|| "-".to_string())
 }
 
 async fn create_cells(client: &Client, rates: &ErrorRates) -> Result<(), DemoError> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let pp = PostParams::default();
     namespaces
-        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": ROLLOUT_NS}})).map_err(io_err)?)
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": ROLLOUT_NS}})).map_err(io_err)?,
+        )
         .await?;
     for (ring, cells) in rings() {
         for cell in cells {
@@ -328,7 +376,9 @@ async fn create_cells(client: &Client, rates: &ErrorRates) -> Result<(), DemoErr
                 "ring": ring,
                 crate::api::ALLOW_FROM_LABEL: ROLLOUT_NS,
             }}});
-            namespaces.create(&pp, &serde_json::from_value(ns).map_err(io_err)?).await?;
+            namespaces
+                .create(&pp, &serde_json::from_value(ns).map_err(io_err)?)
+                .await?;
             let deployment = json!({
                 "metadata": {"name": "checkout", "labels": {"app": "checkout"}},
                 "spec": {
@@ -341,7 +391,8 @@ async fn create_cells(client: &Client, rates: &ErrorRates) -> Result<(), DemoErr
                 },
             });
             let api: Api<Deployment> = Api::namespaced(client.clone(), &cell);
-            api.create(&pp, &serde_json::from_value(deployment).map_err(io_err)?).await?;
+            api.create(&pp, &serde_json::from_value(deployment).map_err(io_err)?)
+                .await?;
             rates.set(&cell, BASE_ERROR_RATE);
         }
     }
@@ -393,7 +444,10 @@ async fn wait_for(
             }
         }
         if started.elapsed() > timeout {
-            return Err(DemoError::Timeout(timeout, "the rollout to finish".to_string()));
+            return Err(DemoError::Timeout(
+                timeout,
+                "the rollout to finish".to_string(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -39,7 +39,9 @@ pub fn bar(done: u32, total: u32, width: usize) -> String {
     let filled = if total == 0 {
         0
     } else {
-        (done.min(total) as usize * width).div_ceil(total as usize).min(width)
+        (done.min(total) as usize * width)
+            .div_ceil(total as usize)
+            .min(width)
     };
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }

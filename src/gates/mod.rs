@@ -5,6 +5,7 @@
 
 pub mod prometheus;
 pub mod template;
+pub mod webhook;
 
 /// The rollout a gate belongs to, for query placeholders.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

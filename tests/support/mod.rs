@@ -4,5 +4,6 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod exporter;
 pub mod prometheus;

@@ -1,0 +1,114 @@
+//! Reconcile errors, classified so `error_policy`, metrics and events never see raw messages.
+
+use std::time::Duration;
+
+/// Everything a reconcile can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed; usually transient.
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The ConfigRollout does not deserialize (e.g. written before the CRD schema was tightened).
+    #[error("malformed ConfigRollout: {0}")]
+    InvalidObject(String),
+
+    /// The spec asks for something only the controller can reject (e.g. a selector that does not parse).
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    /// The durable prior-content store is unreadable or inconsistent.
+    #[error("prior-content store: {0}")]
+    Priors(String),
+
+    /// The watch caches the world is observed from have not synced yet.
+    #[error("caches not synced yet")]
+    NotReady,
+
+    /// A restore was asked for a target without a recorded prior.
+    #[error("no recorded prior content for target in namespace {0}")]
+    MissingPrior(String),
+}
+
+impl Error {
+    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// Bounded label for metrics and event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube { source, .. } => match api_code(source) {
+                Some(409) => "conflict",
+                Some(403) => "forbidden",
+                Some(404) => "not-found",
+                Some(422 | 400) => "rejected",
+                _ => "api",
+            },
+            Self::InvalidObject(_) => "invalid-object",
+            Self::InvalidSpec(_) => "invalid-spec",
+            Self::Priors(_) => "priors",
+            Self::MissingPrior(_) => "missing-prior",
+            Self::NotReady => "not-ready",
+        }
+    }
+
+    /// Permanent errors wait for the object to change instead of retrying.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::InvalidObject(_) | Self::InvalidSpec(_))
+    }
+}
+
+/// HTTP status of an API error, if the server answered.
+pub fn api_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// Per-object exponential backoff for transient errors: 1s, 2s, 4s ... capped at 5 minutes.
+pub fn backoff(consecutive_failures: u32) -> Duration {
+    let exp = consecutive_failures.saturating_sub(1).min(9);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn api(code: u16) -> Error {
+        Error::kube(
+            "patch",
+            kube::Error::Api(Box::new(Status::failure("x", "y").with_code(code))),
+        )
+    }
+
+    #[test]
+    fn categories_are_bounded_and_classify() {
+        assert_eq!(api(409).category(), "conflict");
+        assert_eq!(api(500).category(), "api");
+        assert_eq!(api(403).category(), "forbidden");
+        assert!(!api(500).is_permanent());
+        assert!(Error::InvalidSpec("x".into()).is_permanent());
+        assert_eq!(
+            Error::InvalidObject("x".into()).category(),
+            "invalid-object"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(4));
+        assert_eq!(backoff(40), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,421 @@
+//! The operator: a `kube::runtime::Controller` for ConfigRollout whose reconcile observes the
+//! world, lets the engine decide and carries the decision out.
+//!
+//! Watches that re-trigger a rollout (metadata only, to keep memory flat):
+//! - targets (ConfigMaps and Secrets labelled `app.kubernetes.io/managed-by=ringfence`),
+//!   mapped back through their `ringfence.dev/rollout` annotation;
+//! - source objects in the watched scope, mapped to rollouts whose `sourceRef` names them;
+//! - Deployments, StatefulSets and DaemonSets, mapped to rollouts whose workload selector
+//!   matches them in one of their target namespaces;
+//! - namespaces (also cached for their labels), mapped to rollouts not yet resolved or
+//!   targeting them.
+
+mod context;
+mod error;
+mod events;
+mod gates;
+mod observe;
+mod priors;
+mod reconcile;
+mod status;
+mod targets;
+mod workloads;
+
+pub use error::Error;
+pub use priors::{PRIORS_OF_LABEL, shard_name};
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::ListParams;
+use kube::core::{
+    DeserializeGuard, NamespaceResourceScope, PartialObjectMeta, Selector, SelectorExt,
+};
+use kube::runtime::controller::Config as ControllerConfig;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::api::{ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, ROLLOUT_ANNOTATION};
+use crate::engine::Settings;
+use crate::metrics::Metrics;
+use crate::server::{self, Readiness};
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Watch the rollouts of this namespace only (targets may live anywhere).
+    pub namespace: Option<String>,
+    /// Namespaces whose rollouts may target any namespace.
+    pub trusted_namespaces: BTreeSet<String>,
+    /// Rollouts reconciled at once.
+    pub concurrency: u16,
+    pub metrics_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    /// Names this replica in events (the pod name in a cluster).
+    pub instance: Option<String>,
+}
+
+/// Errors that stop the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "the ConfigRollout CRD is not installed (configrollouts.ringfence.dev); install it with `ringfence crd | kubectl apply -f -` or the Helm chart"
+    )]
+    CrdMissing,
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Api(#[source] kube::Error),
+    #[error("cannot serve health and metrics: {0}")]
+    Listen(#[source] std::io::Error),
+    #[error("cannot build the HTTP client for gates: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+type RolloutStore = Store<DeserializeGuard<ConfigRollout>>;
+type Refs = Vec<ObjectRef<DeserializeGuard<ConfigRollout>>>;
+
+/// A configured operator, ready to run.
+pub struct Operator {
+    client: Client,
+    options: Options,
+    readiness: Readiness,
+}
+
+impl Operator {
+    /// Checks the CRD is installed.
+    pub async fn new(client: Client, options: Options) -> Result<Self, RunError> {
+        let api: Api<ConfigRollout> = Api::all(client.clone());
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Err(RunError::CrdMissing),
+            Err(e) => return Err(RunError::Api(e)),
+        }
+        Ok(Self {
+            client,
+            options,
+            readiness: Readiness::default(),
+        })
+    }
+
+    /// `/healthz` and `/readyz` answer `ready` once the caches have synced.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
+    /// `on_listen` receives the bound health/metrics addresses.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        on_listen: impl FnOnce(&[SocketAddr]) + Send,
+    ) -> Result<(), RunError> {
+        let shutdown = shutdown.boxed().shared();
+        let client = self.client.clone();
+        let rollouts: Api<DeserializeGuard<ConfigRollout>> = match &self.options.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let controller = Controller::new(rollouts, watcher::Config::default())
+            .with_config(ControllerConfig::default().concurrency(self.options.concurrency));
+        let store = controller.store();
+
+        let (ns_store, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let namespaces = watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(ns_writer)
+        .touched_objects();
+
+        let metrics = Arc::new(Metrics::new(store.clone()));
+        let (addrs, serve) = server::bind(
+            self.options.health_addr,
+            self.options.metrics_addr,
+            self.readiness.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(RunError::Listen)?;
+        on_listen(&addrs);
+        let server = tokio::spawn(serve);
+
+        let ready = self.readiness.clone();
+        let (s1, s2) = (store.clone(), ns_store.clone());
+        tokio::spawn(async move {
+            if s1.wait_until_ready().await.is_ok() && s2.wait_until_ready().await.is_ok() {
+                ready.set_ready();
+                tracing::info!("caches synced, ready");
+            }
+        });
+
+        let ctx = Arc::new(context::Context {
+            client: client.clone(),
+            events: events::Events::new(client.clone(), self.options.instance.clone()),
+            metrics,
+            gates: gates::GateEvaluator::new().map_err(RunError::Http)?,
+            settings: Settings {
+                trusted_namespaces: self.options.trusted_namespaces.clone(),
+            },
+            rollouts: store.clone(),
+            namespaces: ns_store,
+            watch_namespace: self.options.namespace.clone(),
+            failures: Default::default(),
+        });
+
+        let managed =
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+        let scope = self.options.namespace.clone();
+        let (st_cm, st_secret, st_deploy, st_sts, st_ds, st_ns) = (
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+        );
+        controller
+            .watches_stream(
+                meta_stream::<ConfigMap>(&client, None, managed.clone()),
+                |o| by_annotation(&o),
+            )
+            .watches_stream(meta_stream::<Secret>(&client, None, managed), |o| {
+                by_annotation(&o)
+            })
+            .watches_stream(
+                meta_stream::<ConfigMap>(&client, scope.as_deref(), Default::default()),
+                move |o| by_source(&st_cm, ConfigKind::ConfigMap, &o),
+            )
+            .watches_stream(
+                meta_stream::<Secret>(&client, scope.as_deref(), Default::default()),
+                move |o| by_source(&st_secret, ConfigKind::Secret, &o),
+            )
+            .watches_stream(
+                meta_stream::<Deployment>(&client, None, Default::default()),
+                move |o| by_workload(&st_deploy, &o),
+            )
+            .watches_stream(
+                meta_stream::<StatefulSet>(&client, None, Default::default()),
+                move |o| by_workload(&st_sts, &o),
+            )
+            .watches_stream(
+                meta_stream::<DaemonSet>(&client, None, Default::default()),
+                move |o| by_workload(&st_ds, &o),
+            )
+            .watches_stream(namespaces, move |o| by_namespace(&st_ns, &o))
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile::reconcile, reconcile::error_policy, ctx)
+            .for_each(|res| async move {
+                if let Err(e) = res {
+                    match e {
+                        kube::runtime::controller::Error::ReconcilerFailed(..) => {}
+                        kube::runtime::controller::Error::QueueError(e) => {
+                            tracing::warn!(error = %e, "watch failed, retrying")
+                        }
+                        other => tracing::debug!(error = %other, "controller"),
+                    }
+                }
+            })
+            .await;
+        tracing::info!("controller stopped");
+        server.abort();
+        Ok(())
+    }
+}
+
+fn meta_stream<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    watcher(api, config).default_backoff().touched_objects()
+}
+
+/// A managed target names its rollout in an annotation.
+fn by_annotation<K: Resource>(
+    obj: &PartialObjectMeta<K>,
+) -> Option<ObjectRef<DeserializeGuard<ConfigRollout>>> {
+    let (ns, name) = obj.annotations().get(ROLLOUT_ANNOTATION)?.split_once('/')?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
+fn refs(store: &RolloutStore, keep: impl Fn(&ConfigRollout) -> bool) -> Refs {
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|r| keep(r))
+        .map(|r| ObjectRef::new(&r.name_any()).within(&r.namespace().unwrap_or_default()))
+        .collect()
+}
+
+fn by_source<K: Resource>(
+    store: &RolloutStore,
+    kind: ConfigKind,
+    obj: &PartialObjectMeta<K>,
+) -> Refs {
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    refs(store, |r| {
+        r.namespace().as_deref() == Some(ns.as_str())
+            && r.spec.config.kind == kind
+            && r.spec
+                .config
+                .source_ref
+                .as_ref()
+                .is_some_and(|s| s.name == name)
+    })
+}
+
+fn targets_namespace(r: &ConfigRollout, ns: &str) -> bool {
+    r.status
+        .iter()
+        .flat_map(|s| &s.rings)
+        .any(|ring| ring.targets.iter().any(|t| t == ns))
+        || r.spec
+            .rings
+            .iter()
+            .any(|ring| ring.namespaces.iter().flatten().any(|t| t == ns))
+}
+
+fn by_workload<K: Resource>(store: &RolloutStore, obj: &PartialObjectMeta<K>) -> Refs {
+    let ns = obj.namespace().unwrap_or_default();
+    refs(store, |r| {
+        r.spec.workloads.as_ref().is_some_and(|w| {
+            Selector::try_from(w.selector.clone()).is_ok_and(|s| s.matches(obj.labels()))
+        }) && targets_namespace(r, &ns)
+    })
+}
+
+fn by_namespace(store: &RolloutStore, obj: &PartialObjectMeta<Namespace>) -> Refs {
+    let ns = obj.name_any();
+    refs(store, |r| {
+        r.status.as_ref().is_none_or(|s| s.rings.is_empty()) || targets_namespace(r, &ns)
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ConfigRolloutSpec;
+    use serde_json::json;
+
+    fn store_with(rollouts: Vec<ConfigRollout>) -> RolloutStore {
+        let (store, mut writer) = reflector::store::<DeserializeGuard<ConfigRollout>>();
+        for r in rollouts {
+            writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(r))));
+        }
+        store
+    }
+
+    fn rollout(ns: &str, name: &str, spec: serde_json::Value) -> ConfigRollout {
+        let mut r = ConfigRollout::new(
+            name,
+            serde_json::from_value::<ConfigRolloutSpec>(spec).unwrap(),
+        );
+        r.metadata.namespace = Some(ns.into());
+        r
+    }
+
+    #[test]
+    fn triggers_map_back_to_the_right_rollout() {
+        let a = rollout(
+            "platform",
+            "a",
+            json!({
+                "config": {"name": "flags", "sourceRef": {"name": "src"}},
+                "rings": [{"name": "r", "namespaces": ["cell-1"]}],
+                "workloads": {"selector": {"matchLabels": {"app": "web"}}},
+            }),
+        );
+        let b = rollout(
+            "platform",
+            "b",
+            json!({"config": {"name": "other", "data": {}}, "rings": [{"name": "r", "namespaces": ["cell-2"]}]}),
+        );
+        let store = store_with(vec![a, b]);
+        let meta = |ns: &str,
+                    name: &str,
+                    labels: serde_json::Value,
+                    ann: serde_json::Value|
+         -> PartialObjectMeta<ConfigMap> {
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"namespace": ns, "name": name, "labels": labels, "annotations": ann},
+            }))
+            .unwrap()
+        };
+        let target = meta(
+            "cell-1",
+            "flags",
+            json!({}),
+            json!({ROLLOUT_ANNOTATION: "platform/a"}),
+        );
+        assert_eq!(
+            by_annotation(&target),
+            Some(ObjectRef::new("a").within("platform"))
+        );
+        assert_eq!(
+            by_annotation(&meta(
+                "x",
+                "y",
+                json!({}),
+                json!({ROLLOUT_ANNOTATION: "garbage"})
+            )),
+            None
+        );
+
+        let src = meta("platform", "src", json!({}), json!({}));
+        assert_eq!(
+            by_source(&store, ConfigKind::ConfigMap, &src),
+            vec![ObjectRef::new("a").within("platform")]
+        );
+        assert!(by_source(&store, ConfigKind::Secret, &src).is_empty());
+
+        let web = meta("cell-1", "web", json!({"app": "web"}), json!({}));
+        assert_eq!(by_workload(&store, &web).len(), 1);
+        let elsewhere = meta("cell-9", "web", json!({"app": "web"}), json!({}));
+        assert!(by_workload(&store, &elsewhere).is_empty());
+    }
+}

@@ -1,0 +1,313 @@
+//! An emulated cluster with the CRD installed and a controller that tests start, stop and
+//! restart, plus helpers that poll with deadlines and dump state when one passes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use ringfence::api::ConfigRollout;
+use ringfence::controller::{Operator, Options};
+use ringfence::emulator::{Emulator, EmulatorHandle};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// How long a test waits for a state before failing with a dump.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+pub struct Cluster {
+    pub emu: EmulatorHandle,
+    pub client: Client,
+    controller: Option<JoinHandle<()>>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub trusted: Vec<String>,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let emu = Emulator::builder().start().await.expect("emulator starts");
+        let crd = serde_json::to_value(ConfigRollout::crd()).unwrap();
+        emu.apply(&crd).expect("CRD installs");
+        let client = emu.client();
+        Self {
+            emu,
+            client,
+            controller: None,
+            metrics_addr: None,
+            trusted: Vec::new(),
+        }
+    }
+
+    /// Starts a controller instance (a fresh process, as far as state goes).
+    pub async fn start_controller(&mut self) {
+        assert!(self.controller.is_none(), "a controller is already running");
+        let options = Options {
+            namespace: None,
+            trusted_namespaces: self.trusted.iter().cloned().collect(),
+            concurrency: 4,
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            health_addr: "127.0.0.1:0".parse().unwrap(),
+            instance: Some("test".into()),
+        };
+        let operator = Operator::new(self.client.clone(), options)
+            .await
+            .expect("controller starts");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.controller = Some(tokio::spawn(async move {
+            let mut tx = Some(tx);
+            let run = operator.run(std::future::pending(), move |addrs| {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addrs[0]);
+                }
+            });
+            if let Err(e) = run.await {
+                panic!("controller failed: {e}");
+            }
+        }));
+        self.metrics_addr = rx.await.ok();
+    }
+
+    /// Kills the controller abruptly, as a crash would.
+    pub async fn kill_controller(&mut self) {
+        if let Some(task) = self.controller.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub async fn namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+        }))
+        .unwrap();
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace created");
+    }
+
+    pub async fn config_map(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
+        let data: BTreeMap<&str, &str> = data.iter().copied().collect();
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "data": data,
+        }))
+        .unwrap();
+        Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &cm)
+            .await
+            .expect("configmap created");
+    }
+
+    pub async fn get_config_map(&self, ns: &str, name: &str) -> Option<ConfigMap> {
+        Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .expect("configmap read")
+    }
+
+    /// Creates (or updates) a rollout with server-side apply as a user would.
+    pub async fn apply_rollout(&self, ns: &str, rollout: Value) {
+        let name = rollout["metadata"]["name"].as_str().unwrap().to_string();
+        let mut body = rollout;
+        body["apiVersion"] = json!("ringfence.dev/v1alpha1");
+        body["kind"] = json!("ConfigRollout");
+        body["metadata"]["namespace"] = json!(ns);
+        Api::<ConfigRollout>::namespaced(self.client.clone(), ns)
+            .patch(
+                &name,
+                &PatchParams::apply("test-user").force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .expect("rollout applied");
+    }
+
+    pub async fn annotate_rollout(&self, ns: &str, name: &str, key: &str, value: &str) {
+        Api::<ConfigRollout>::namespaced(self.client.clone(), ns)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .expect("rollout annotated");
+    }
+
+    pub async fn rollout(&self, ns: &str, name: &str) -> ConfigRollout {
+        Api::<ConfigRollout>::namespaced(self.client.clone(), ns)
+            .get(name)
+            .await
+            .expect("rollout read")
+    }
+
+    /// Polls until `check` holds for the rollout; on the deadline, panics with a dump.
+    pub async fn wait_rollout(
+        &self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(&ConfigRollout) -> bool,
+    ) -> ConfigRollout {
+        let api = Api::<ConfigRollout>::namespaced(self.client.clone(), ns);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(r) = api.get(name).await
+                && check(&r)
+            {
+                return r;
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.dump(ns, name).await;
+                panic!("timed out waiting for {ns}/{name}: {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls an arbitrary condition with the same deadline and dump.
+    pub async fn wait_for<F, Fut>(&self, ns: &str, name: &str, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !check().await {
+            if tokio::time::Instant::now() > deadline {
+                self.dump(ns, name).await;
+                panic!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Prints the rollout's status and the latest writes the emulator served.
+    pub async fn dump(&self, ns: &str, name: &str) {
+        let api = Api::<ConfigRollout>::namespaced(self.client.clone(), ns);
+        match api.get(name).await {
+            Ok(r) => eprintln!(
+                "--- {ns}/{name} (generation {:?}) status:\n{}",
+                r.metadata.generation,
+                serde_json::to_string_pretty(&r.status).unwrap_or_default()
+            ),
+            Err(e) => eprintln!("--- {ns}/{name} unreadable: {e}"),
+        }
+        let log = self.emu.request_log().entries();
+        eprintln!("--- last requests ({} total):", log.len());
+        for r in log.iter().rev().take(80).rev() {
+            eprintln!(
+                "{:>6} {} {:<7} {}/{} {}/{} {} {}",
+                r.seq,
+                r.time,
+                r.verb,
+                r.resource,
+                r.subresource,
+                r.namespace,
+                r.name,
+                r.code,
+                r.field_manager.as_deref().unwrap_or("")
+            );
+        }
+    }
+
+    /// Writes a Deployment's status as a kubelet and deployment controller would.
+    pub async fn set_deployment_status(&self, ns: &str, name: &str, ready: i32) {
+        let api = Api::<Deployment>::namespaced(self.client.clone(), ns);
+        let Ok(d) = api.get(name).await else { return };
+        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = json!({"status": {
+            "observedGeneration": d.metadata.generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        }});
+        let _ = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await;
+    }
+
+    pub async fn deployment(&self, ns: &str, name: &str, labels: &[(&str, &str)]) {
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+                },
+            },
+        }))
+        .unwrap();
+        Api::<Deployment>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("deployment created");
+    }
+
+    /// Writes the controller made since `seq` (excluding events).
+    pub fn controller_writes_since(&self, seq: u64) -> Vec<String> {
+        self.emu
+            .request_log()
+            .since(seq)
+            .into_iter()
+            .filter(|r| {
+                r.is_write()
+                    && r.resource != "events"
+                    && r.field_manager.as_deref() == Some("ringfence")
+            })
+            .map(|r| {
+                format!(
+                    "{} {}/{} {}/{}",
+                    r.verb, r.resource, r.subresource, r.namespace, r.name
+                )
+            })
+            .collect()
+    }
+
+    /// Target data by namespace, for every namespace holding one named `name`.
+    pub async fn targets(&self, name: &str) -> BTreeMap<String, ConfigMap> {
+        Api::<ConfigMap>::all(self.client.clone())
+            .list(&ListParams::default().fields(&format!("metadata.name={name}")))
+            .await
+            .expect("targets listed")
+            .items
+            .into_iter()
+            .map(|cm| (cm.namespace().unwrap_or_default(), cm))
+            .collect()
+    }
+}
+
+/// Phase of a rollout as text ("" when unset).
+pub fn phase(r: &ConfigRollout) -> String {
+    r.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map(|p| format!("{p:?}"))
+        .unwrap_or_default()
+}
+
+/// Data of a ConfigMap as a plain map.
+pub fn data(cm: &ConfigMap) -> BTreeMap<String, String> {
+    cm.data.clone().unwrap_or_default()
+}
+
+/// A plain HTTP GET against the controller's health/metrics server.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

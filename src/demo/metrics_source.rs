@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use axum::extract::{Form, Query, State};
 use axum::routing::get;
@@ -103,8 +103,10 @@ async fn query_form(
 
 /// The Prometheus API body for `query`.
 fn answer(rates: &ErrorRates, query: &str, time: Option<&str>) -> Value {
-    let matcher = Regex::new(r#"namespace=~"((?:[^"\\]|\\.)*)""#).expect("static regex");
-    let Some(captures) = matcher.captures(query) else {
+    static MATCHER: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r#"namespace=~"((?:[^"\\]|\\.)*)""#).expect("a valid regex literal")
+    });
+    let Some(captures) = MATCHER.captures(query) else {
         return json!({
             "status": "error",
             "errorType": "bad_data",

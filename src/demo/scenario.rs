@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -39,6 +40,7 @@ const ROLLOUT_NS: &str = "platform";
 const ROLLOUT: &str = "checkout-flags";
 const APP_SELECTOR: &str = "app=checkout";
 const BASE_ERROR_RATE: f64 = 0.002;
+const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 const REGRESSED_ERROR_RATE: f64 = 0.08;
 
 /// The rings: name and cells.
@@ -192,7 +194,7 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
     ));
 
     let client = emulator.client();
-    emulator.apply(&serde_json::to_value(crate::api::crd()).unwrap_or_default())?;
+    emulator.apply(&serde_json::to_value(crate::api::crd()).map_err(io_err)?)?;
     let rates = ErrorRates::default();
     create_cells(&client, &rates).await?;
     let metrics = MetricsSource::start(rates.clone()).await?;
@@ -204,8 +206,8 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
             namespace: None,
             trusted_namespaces: Default::default(),
             concurrency: 4,
-            metrics_addr: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable_addr()),
-            health_addr: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable_addr()),
+            metrics_addr: LOOPBACK_ANY_PORT,
+            health_addr: LOOPBACK_ANY_PORT,
             instance: Some("ringfence-demo".to_string()),
         },
     )
@@ -350,10 +352,6 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
         let _ = std::fs::remove_file(&kubeconfig);
     }
     Ok(super::Outcome { correct, summary })
-}
-
-fn unreachable_addr() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 fn fmt_opt(v: Option<f64>) -> String {

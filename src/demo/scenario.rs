@@ -207,6 +207,7 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
             metrics_addr: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable_addr()),
             health_addr: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable_addr()),
             instance: Some("ringfence-demo".to_string()),
+            leader: None,
         },
     )
     .await?;

@@ -53,6 +53,7 @@ impl Cluster {
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             health_addr: "127.0.0.1:0".parse().unwrap(),
             instance: Some("test".into()),
+            leader: None,
         };
         let operator = Operator::new(self.client.clone(), options)
             .await

@@ -51,8 +51,9 @@ pub struct ControllerArgs {
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
 
+    // Boxed to keep `Command` small.
     #[command(flatten)]
-    pub leader_election: LeaderElectionArgs,
+    pub leader_election: Box<LeaderElectionArgs>,
 }
 
 impl ControllerArgs {

@@ -317,6 +317,12 @@ fn default_values_render_a_leader_elected_controller() {
             "ClusterRole lacks {verb} {resource}"
         );
     }
+    for (group, resource) in [("", "namespaces"), ("apps", "deployments")] {
+        assert!(
+            !grants(cluster_role, group, resource, "get"),
+            "{resource} are read from caches and lists only"
+        );
+    }
     assert!(
         !grants(cluster_role, "coordination.k8s.io", "leases", "update"),
         "leases belong in a Role"

@@ -7,11 +7,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use futures::FutureExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use tokio::sync::{oneshot, watch};
 
 use super::{CommandError, Run};
 use crate::controller::{Operator, Options, shutdown_signal};
+use crate::leader::{LeaderElection, LeaderElectionArgs};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Args)]
@@ -47,6 +50,10 @@ pub struct ControllerArgs {
     /// This replica's name in events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+
+    // Boxed to keep `Command` small.
+    #[command(flatten)]
+    pub leader_election: Box<LeaderElectionArgs>,
 }
 
 impl ControllerArgs {
@@ -61,7 +68,7 @@ impl ControllerArgs {
         Ok(Client::try_from(config)?)
     }
 
-    fn options(&self) -> Options {
+    fn options(&self, leader: Option<watch::Receiver<bool>>) -> Options {
         Options {
             namespace: self.namespace.clone(),
             trusted_namespaces: self
@@ -73,6 +80,7 @@ impl ControllerArgs {
             metrics_addr: self.metrics_addr,
             health_addr: self.health_addr,
             instance: self.instance.clone(),
+            leader,
         }
     }
 }
@@ -85,15 +93,44 @@ impl Run for ControllerArgs {
         let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(async move {
             let client = self.client().await?;
-            let operator = Operator::new(client, self.options()).await?;
-            operator
-                .run(shutdown_signal(), |addrs| {
-                    tracing::info!(?addrs, "serving health and metrics");
-                })
-                .await?;
-            Ok(ExitCode::SUCCESS)
+            let Some(config) = self.leader_election.config()? else {
+                Operator::new(client, self.options(None))
+                    .await?
+                    .run(shutdown_signal(), log_listen)
+                    .await?;
+                return Ok(ExitCode::SUCCESS);
+            };
+            let election = LeaderElection::new(client.clone(), config)?;
+            tracing::info!(identity = election.identity(), "competing for leadership");
+            let operator = Operator::new(client, self.options(Some(election.subscribe()))).await?;
+            // The Lease is released only once the operator stopped writing.
+            let (stopped, release) = oneshot::channel::<()>();
+            let mut election = tokio::spawn(election.run(release.map(|_| ())));
+            let operator = operator.run(shutdown_signal(), log_listen);
+            tokio::select! {
+                result = operator => {
+                    let _ = stopped.send(());
+                    result?;
+                    election.await??;
+                    Ok(ExitCode::SUCCESS)
+                }
+                // Before shutdown the election ends only by losing the Lease or panicking:
+                // exit, so a fresh process competes again without in-flight reconciles.
+                ended = &mut election => {
+                    match ended {
+                        Ok(Err(e)) => tracing::error!(error = %e, "exiting"),
+                        Ok(Ok(())) => tracing::error!("leader election stopped; exiting"),
+                        Err(e) => tracing::error!(error = %e, "leader election task failed; exiting"),
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         })
     }
+}
+
+fn log_listen(addrs: &[std::net::SocketAddr]) {
+    tracing::info!(?addrs, "serving health and metrics");
 }
 
 #[cfg(test)]
@@ -119,11 +156,48 @@ mod tests {
         let Command::Controller(args) = cli.command else {
             panic!("not controller: {cli:?}")
         };
-        let options = args.options();
+        let options = args.options(None);
         assert_eq!(options.namespace.as_deref(), Some("platform"));
         assert_eq!(options.trusted_namespaces.len(), 2);
         assert_eq!(options.concurrency, 3);
         assert_eq!(args.log_format, LogFormat::Json);
         assert!(Cli::try_parse_from(["ringfence", "controller", "--concurrency=0"]).is_err());
+        assert!(args.leader_election.config().unwrap().is_none());
+    }
+
+    #[test]
+    fn leader_election_flags_are_the_charts() {
+        let cli = Cli::try_parse_from([
+            "ringfence",
+            "controller",
+            "--leader-elect",
+            "--leader-elect-lease-name=ringfence",
+            "--leader-elect-namespace=ringfence-system",
+            "--leader-elect-lease-duration=15s",
+            "--leader-elect-renew-deadline=10s",
+            "--leader-elect-retry-period=2s",
+        ])
+        .unwrap();
+        let Command::Controller(args) = cli.command else {
+            panic!("not controller: {cli:?}")
+        };
+        let config = args.leader_election.config().unwrap().expect("enabled");
+        assert_eq!(config.lease_name, "ringfence");
+        assert_eq!(config.namespace, "ringfence-system");
+        assert_eq!(config.timing.lease_duration.as_secs(), 15);
+        let cli = Cli::try_parse_from([
+            "ringfence",
+            "controller",
+            "--leader-elect",
+            "--leader-elect-renew-deadline=20s",
+        ])
+        .unwrap();
+        let Command::Controller(args) = cli.command else {
+            panic!("not controller: {cli:?}")
+        };
+        assert!(
+            args.leader_election.config().is_err(),
+            "a renew deadline beyond the lease duration is rejected"
+        );
     }
 }

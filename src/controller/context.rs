@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::Store;
+use tokio::sync::watch;
 
+use super::error::Error;
 use super::events::Events;
 use super::gates::GateEvaluator;
 use crate::api::ConfigRollout;
@@ -28,9 +30,32 @@ pub struct Context {
     pub watch_namespace: Option<String>,
     /// Consecutive failed reconciles per rollout (`namespace/name`), for backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// Leadership: `None` always leads; see [`leads`].
+    pub leader: Option<watch::Receiver<bool>>,
+}
+
+/// Whether a leadership signal says "lead": it reads `true` and its election is still
+/// running (a sender dropped mid-term, e.g. by a panic, must not leave it `true`).
+pub fn leads(leader: Option<&watch::Receiver<bool>>) -> bool {
+    leader.is_none_or(|rx| rx.has_changed().is_ok() && *rx.borrow())
 }
 
 impl Context {
+    /// Whether this replica may act now.
+    pub fn leads(&self) -> bool {
+        leads(self.leader.as_ref())
+    }
+
+    /// Fencing: call before every write batch, so a reconcile in flight when leadership
+    /// ends stops before its next write.
+    pub fn ensure_leading(&self) -> Result<(), Error> {
+        if self.leads() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
+    }
+
     /// Counts a failure and returns how many happened in a row.
     pub fn failed(&self, key: &str) -> u32 {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
@@ -44,5 +69,24 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leadership_follows_the_signal_and_ends_with_the_election() {
+        assert!(leads(None));
+        let (tx, rx) = watch::channel(false);
+        assert!(!leads(Some(&rx)));
+        tx.send_replace(true);
+        assert!(leads(Some(&rx)));
+        tx.send_replace(false);
+        assert!(!leads(Some(&rx)));
+        tx.send_replace(true);
+        drop(tx);
+        assert!(!leads(Some(&rx)), "a dropped election leads no more");
     }
 }

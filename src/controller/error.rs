@@ -32,6 +32,10 @@ pub enum Error {
     /// A restore was asked for a target without a recorded prior.
     #[error("no recorded prior content for target in namespace {0}")]
     MissingPrior(String),
+
+    /// Leadership ended mid-reconcile: the remaining writes are left to the new leader.
+    #[error("no longer the leader")]
+    NotLeader,
 }
 
 impl Error {
@@ -57,6 +61,7 @@ impl Error {
             Self::Priors(_) => "priors",
             Self::MissingPrior(_) => "missing-prior",
             Self::NotReady => "not-ready",
+            Self::NotLeader => "not-leader",
         }
     }
 

@@ -40,6 +40,7 @@ use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::watch;
 
 use crate::api::{ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, ROLLOUT_ANNOTATION};
 use crate::engine::Settings;
@@ -59,6 +60,10 @@ pub struct Options {
     pub health_addr: SocketAddr,
     /// Names this replica in events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// Leadership signal from [`crate::leader::LeaderElection::subscribe`]: rollouts are
+    /// reconciled (and anything written) only while it reads `true`; watches and `/readyz`
+    /// do not depend on it. `None` always leads.
+    pub leader: Option<watch::Receiver<bool>>,
 }
 
 /// Errors that stop the operator.
@@ -87,9 +92,13 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Checks the CRD is installed.
+    /// Checks the CRD is installed (listing in the watched namespace only, if any, as that
+    /// is all a namespaced install may read).
     pub async fn new(client: Client, options: Options) -> Result<Self, RunError> {
-        let api: Api<ConfigRollout> = Api::all(client.clone());
+        let api: Api<ConfigRollout> = match &options.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
         match api.list_metadata(&ListParams::default().limit(1)).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => return Err(RunError::CrdMissing),
@@ -120,8 +129,11 @@ impl Operator {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        let controller = Controller::new(rollouts, watcher::Config::default())
+        let mut controller = Controller::new(rollouts, watcher::Config::default())
             .with_config(ControllerConfig::default().concurrency(self.options.concurrency));
+        if let Some(leader) = &self.options.leader {
+            controller = controller.reconcile_all_on(leadership_gained(leader.clone()));
+        }
         let store = controller.store();
 
         let (ns_store, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
@@ -167,6 +179,7 @@ impl Operator {
             namespaces: ns_store,
             watch_namespace: self.options.namespace.clone(),
             failures: Default::default(),
+            leader: self.options.leader.clone(),
         });
 
         let managed =
@@ -227,6 +240,22 @@ impl Operator {
         server.abort();
         Ok(())
     }
+}
+
+/// One item each time the signal turns from "follow" to "lead"; ends with the election.
+fn leadership_gained(mut leader: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send {
+    let leading = *leader.borrow_and_update();
+    futures::stream::unfold((leader, leading), |(mut leader, mut leading)| async move {
+        loop {
+            leader.changed().await.ok()?;
+            let now = *leader.borrow_and_update();
+            let gained = now && !leading;
+            leading = now;
+            if gained {
+                return Some(((), (leader, leading)));
+            }
+        }
+    })
 }
 
 fn meta_stream<K>(
@@ -340,6 +369,7 @@ mod tests {
     use super::*;
     use crate::api::ConfigRolloutSpec;
     use serde_json::json;
+    use std::time::Duration;
 
     fn store_with(rollouts: Vec<ConfigRollout>) -> RolloutStore {
         let (store, mut writer) = reflector::store::<DeserializeGuard<ConfigRollout>>();
@@ -417,5 +447,21 @@ mod tests {
         assert_eq!(by_workload(&store, &web).len(), 1);
         let elsewhere = meta("cell-9", "web", json!({"app": "web"}), json!({}));
         assert!(by_workload(&store, &elsewhere).is_empty());
+    }
+
+    #[tokio::test]
+    async fn gaining_leadership_triggers_once_per_term() {
+        let (tx, rx) = watch::channel(false);
+        let gained = leadership_gained(rx);
+        futures::pin_mut!(gained);
+        tx.send_replace(true);
+        assert_eq!(gained.next().await, Some(()));
+        tx.send_replace(false);
+        let quiet = tokio::time::timeout(Duration::from_millis(20), gained.next()).await;
+        assert!(quiet.is_err(), "losing leadership triggers nothing");
+        tx.send_replace(true);
+        assert_eq!(gained.next().await, Some(()), "a new term triggers again");
+        drop(tx);
+        assert_eq!(gained.next().await, None, "ends with the election");
     }
 }

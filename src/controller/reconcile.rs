@@ -77,6 +77,10 @@ pub fn error_policy(
     err: &Error,
     ctx: Arc<Context>,
 ) -> Action {
+    // Leadership regained re-triggers every rollout.
+    if matches!(err, Error::NotLeader) {
+        return Action::await_change();
+    }
     ctx.metrics.reconcile_failed(err.category());
     if err.is_permanent() {
         return Action::await_change();
@@ -93,6 +97,10 @@ async fn reconcile_rollout(
     guard: &DeserializeGuard<ConfigRollout>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    // A standby reads nothing and writes nothing; gaining leadership re-triggers every rollout.
+    if !ctx.leads() {
+        return Ok(Action::await_change());
+    }
     // An empty namespace cache would look like every target namespace is gone.
     let synced = async {
         ctx.namespaces.wait_until_ready().await.is_ok()
@@ -158,11 +166,13 @@ async fn reconcile_rollout(
     apply_actions(ctx, &rollout, &mut observed, &decision).await?;
     let mut desired = decision.status.clone();
     desired.observed_generation = Some(meta.generation);
+    ctx.ensure_leading()?;
     if status::write(&api, &rollout, &desired).await? {
         tracing::debug!(phase = ?desired.phase, "status written");
     }
     // Events and metrics describe transitions: only once the status recording them is persisted.
     record_metrics(ctx, &decision, now);
+    ctx.ensure_leading()?;
     ctx.events
         .publish(&rollout.object_ref(&()), &decision.events)
         .await;
@@ -187,6 +197,7 @@ async fn apply_actions(
     let writer = TargetWriter::new(ctx.client.clone(), config.kind, &config.name);
     let store = PriorStore::new(ctx.client.clone(), rollout)?;
     for action in &decision.actions {
+        ctx.ensure_leading()?;
         match action {
             EngineAction::RecordPriors { namespaces } => {
                 let targets: Vec<(String, Option<&ObservedTarget>)> = namespaces

@@ -209,6 +209,7 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
             metrics_addr: LOOPBACK_ANY_PORT,
             health_addr: LOOPBACK_ANY_PORT,
             instance: Some("ringfence-demo".to_string()),
+            leader: None,
         },
     )
     .await?;

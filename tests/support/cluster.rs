@@ -12,8 +12,10 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use ringfence::api::ConfigRollout;
 use ringfence::controller::{Operator, Options};
-use ringfence::emulator::{Emulator, EmulatorHandle};
+use ringfence::emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
+use ringfence::leader::{LeaderConfig, LeaderElection, LeaderError, Timing};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How long a test waits for a state before failing with a dump.
@@ -29,8 +31,18 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Self {
+        Self::start_with(Emulator::builder()).await
+    }
+
+    /// An emulator that authenticates every request (so the request log names its user)
+    /// and authorizes it by RBAC; [`Cluster::client`] is the administrator.
+    pub async fn start_authorized() -> Self {
+        Self::start_with(Emulator::builder().authorization(true)).await
+    }
+
+    async fn start_with(builder: EmulatorBuilder) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let emu = Emulator::builder().start().await.expect("emulator starts");
+        let emu = builder.start().await.expect("emulator starts");
         let crd = serde_json::to_value(ConfigRollout::crd()).unwrap();
         emu.apply(&crd).expect("CRD installs");
         let client = emu.client();
@@ -53,6 +65,7 @@ impl Cluster {
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             health_addr: "127.0.0.1:0".parse().unwrap(),
             instance: Some("test".into()),
+            leader: None,
         };
         let operator = Operator::new(self.client.clone(), options)
             .await
@@ -283,6 +296,77 @@ impl Cluster {
             .into_iter()
             .map(|cm| (cm.namespace().unwrap_or_default(), cm))
             .collect()
+    }
+}
+
+/// One controller replica as a pod runs it: its own client (so its own user), its own
+/// leader election, an operator that acts only while leading.
+pub struct Replica {
+    pub identity: String,
+    pub leader: watch::Receiver<bool>,
+    election: JoinHandle<Result<(), LeaderError>>,
+    operator: JoinHandle<()>,
+}
+
+impl Replica {
+    pub async fn start(
+        client: Client,
+        identity: &str,
+        lease_namespace: &str,
+        timing: Timing,
+    ) -> Self {
+        let config = LeaderConfig {
+            lease_name: "ringfence".into(),
+            namespace: lease_namespace.into(),
+            identity: identity.into(),
+            timing,
+        };
+        let election = LeaderElection::new(client.clone(), config).expect("valid timing");
+        let leader = election.subscribe();
+        let options = Options {
+            namespace: None,
+            trusted_namespaces: Default::default(),
+            concurrency: 4,
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            health_addr: "127.0.0.1:0".parse().unwrap(),
+            instance: Some(identity.into()),
+            leader: Some(leader.clone()),
+        };
+        let operator = Operator::new(client, options)
+            .await
+            .expect("controller starts");
+        let operator = tokio::spawn(async move {
+            if let Err(e) = operator.run(std::future::pending(), |_| {}).await {
+                panic!("controller failed: {e}");
+            }
+        });
+        let election = tokio::spawn(election.run(std::future::pending()));
+        Self {
+            identity: identity.into(),
+            leader,
+            election,
+            operator,
+        }
+    }
+
+    /// Waits (up to `within`) until this replica leads.
+    pub async fn wait_leading(&mut self, within: Duration) {
+        tokio::time::timeout(within, self.leader.wait_for(|l| *l))
+            .await
+            .unwrap_or_else(|_| panic!("{} did not become leader in {within:?}", self.identity))
+            .expect("election running");
+    }
+
+    pub fn leads(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Kills the replica as a crash would: nothing is released, the Lease must expire.
+    pub async fn kill(self) {
+        self.election.abort();
+        self.operator.abort();
+        let _ = self.election.await;
+        let _ = self.operator.await;
     }
 }
 

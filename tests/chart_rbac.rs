@@ -1,0 +1,373 @@
+//! The chart's RBAC is exactly what the controller needs: the controller runs as the
+//! chart's ServiceAccount, authorized only by the rendered roles, through rollouts that
+//! exercise every kind of write (targets of both kinds, priors, workload restarts, a
+//! rollback, events, status, the Lease). It is never denied, and every grant is used.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Json;
+use axum::http::StatusCode;
+use axum::routing::post;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use ringfence::emulator::RequestRecord;
+use ringfence::leader::Timing;
+use serde_json::{Value, json};
+use support::cluster::{Cluster, Replica, phase};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ringfence");
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chart/helm_render.py");
+const RELEASE: &str = "ringfence";
+const NAMESPACE: &str = "ringfence-system";
+const NS: &str = "platform";
+const RBAC_KINDS: [&str; 5] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// The chart rendered with default values.
+fn render() -> Vec<Value> {
+    let out = Command::new("python3")
+        .args([
+            SCRIPT,
+            "render",
+            CHART,
+            "--name",
+            RELEASE,
+            "--namespace",
+            NAMESPACE,
+            "--values",
+            "{}",
+        ])
+        .output()
+        .expect("python3 runs (pip install helm-python-sdk kubernetes-validate)");
+    assert!(
+        out.status.success(),
+        "helm_render.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(result.get("error").is_none(), "render failed: {result}");
+    result["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| o["object"].clone())
+        .collect()
+}
+
+/// `(apiGroup, resource[/subresource], verb)` triples.
+type Permissions = BTreeSet<(String, String, String)>;
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the rendered roles grant, every list expanded.
+fn granted(roles: &[&Value]) -> Permissions {
+    let mut out = Permissions::new();
+    for rule in roles
+        .iter()
+        .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+    {
+        for g in strings(&rule["apiGroups"]) {
+            for r in strings(&rule["resources"]) {
+                for v in strings(&rule["verbs"]) {
+                    out.insert((g.clone(), r.clone(), v));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn describe(r: &RequestRecord) -> String {
+    format!(
+        "{} {}/{} {}/{} {} ({})",
+        r.verb, r.resource, r.subresource, r.namespace, r.name, r.code, r.path
+    )
+}
+
+/// What `user` asked for; panics listing every request that was denied.
+fn used(log: &[RequestRecord], user: &str) -> Permissions {
+    let mine: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|r| r.user.as_deref() == Some(user) && !r.verb.is_empty())
+        .collect();
+    let denied: Vec<String> = mine
+        .iter()
+        .filter(|r| r.code == 403)
+        .map(|r| describe(r))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "{user} was denied:\n{}",
+        denied.join("\n")
+    );
+    mine.iter()
+        .map(|r| {
+            let resource = match r.subresource.as_str() {
+                "" => r.resource.clone(),
+                sub => format!("{}/{sub}", r.resource),
+            };
+            (r.group.clone(), resource, r.verb.clone())
+        })
+        .collect()
+}
+
+/// A gate that fails the check of ring two while `fail` is set.
+async fn webhook(fail: Arc<AtomicBool>) -> String {
+    let router = Router::new().route(
+        "/check",
+        post(move |Json(body): Json<Value>| {
+            let fail = fail.load(Ordering::Relaxed);
+            async move {
+                if fail && body["ring"] == "two" && body["purpose"] == "check" {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "error rate 12% in ring two",
+                    )
+                } else {
+                    (StatusCode::OK, "ok")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.ok() });
+    format!("http://{addr}/check")
+}
+
+/// Cells 1..=3 in rings of 1 and 2; cell-1 starts with both targets, the others without.
+/// Every cell runs a Deployment; cell-1 also a StatefulSet and a DaemonSet.
+async fn cells(c: &Cluster) {
+    c.namespace(NS, &[]).await;
+    for i in 1..=3 {
+        let ns = format!("cell-{i}");
+        c.namespace(&ns, &[("ringfence.dev/allow-from", NS)]).await;
+        c.deployment(&ns, "web", &[("app", "web")]).await;
+    }
+    c.config_map("cell-1", "checkout-flags", &[("retries", "1")])
+        .await;
+    c.emu
+        .apply(&json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "checkout-secret", "namespace": "cell-1"},
+            "stringData": {"token": "old"},
+        }))
+        .expect("secret");
+    c.emu
+        .apply(&json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "secret-source", "namespace": NS},
+            "stringData": {"token": "new"},
+        }))
+        .expect("source secret");
+    let template = json!({
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+    });
+    c.emu
+        .apply(&json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "namespace": "cell-1", "labels": {"app": "web"}},
+            "spec": {"replicas": 1, "serviceName": "db",
+                     "selector": {"matchLabels": {"app": "web"}}, "template": template},
+        }))
+        .expect("statefulset");
+    c.emu
+        .apply(&json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": "cell-1", "labels": {"app": "web"}},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template},
+        }))
+        .expect("daemonset");
+}
+
+/// Plays kubelet and the workload controllers: every workload is rolled out and ready.
+async fn kubelet(client: Client, stop: Arc<AtomicBool>) {
+    let pp = PatchParams::default();
+    while !stop.load(Ordering::Relaxed) {
+        for i in 1..=3 {
+            let ns = format!("cell-{i}");
+            let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+            for d in deployments
+                .list(&Default::default())
+                .await
+                .into_iter()
+                .flatten()
+            {
+                let status = json!({"status": {
+                    "observedGeneration": d.metadata.generation,
+                    "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2,
+                }});
+                let _ = deployments
+                    .patch_status(&d.name_any(), &pp, &Patch::Merge(&status))
+                    .await;
+            }
+            let sets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+            for s in sets.list(&Default::default()).await.into_iter().flatten() {
+                let status = json!({"status": {
+                    "observedGeneration": s.metadata.generation,
+                    "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                }});
+                let _ = sets
+                    .patch_status(&s.name_any(), &pp, &Patch::Merge(&status))
+                    .await;
+            }
+            let daemons = Api::<DaemonSet>::namespaced(client.clone(), &ns);
+            for d in daemons
+                .list(&Default::default())
+                .await
+                .into_iter()
+                .flatten()
+            {
+                let status = json!({"status": {
+                    "observedGeneration": d.metadata.generation,
+                    "currentNumberScheduled": 1, "desiredNumberScheduled": 1,
+                    "numberMisscheduled": 0, "numberReady": 1,
+                    "updatedNumberScheduled": 1, "numberAvailable": 1,
+                }});
+                let _ = daemons
+                    .patch_status(&d.name_any(), &pp, &Patch::Merge(&status))
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn rollout(name: &str, config: Value, url: &str) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "config": config,
+            "rings": [
+                {"name": "one", "namespaces": ["cell-1"], "bake": "1s"},
+                {"name": "two", "namespaces": ["cell-2", "cell-3"], "bake": "1s"},
+            ],
+            "gates": [{"name": "smoke", "interval": "1s", "webhook": {"url": url, "timeout": "2s"}}],
+            "workloads": {"selector": {"matchLabels": {"app": "web"}}, "restart": true},
+            "progressDeadline": "60s",
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_rbac_is_exactly_what_the_controller_uses() {
+    let c = Cluster::start_authorized().await;
+    c.namespace(NAMESPACE, &[]).await;
+    let objects = render();
+    let rbac: Vec<&Value> = objects
+        .iter()
+        .filter(|o| RBAC_KINDS.contains(&o["kind"].as_str().unwrap_or("")))
+        .collect();
+    for obj in &rbac {
+        c.emu.apply(obj).unwrap_or_else(|e| panic!("{obj}: {e}"));
+    }
+    let sa = rbac
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount")
+        .and_then(|o| o["metadata"]["name"].as_str())
+        .expect("a ServiceAccount is rendered");
+    cells(&c).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let kubelet = tokio::spawn(kubelet(c.client.clone(), stop.clone()));
+    let fail = Arc::new(AtomicBool::new(true));
+    let url = webhook(fail.clone()).await;
+
+    let token = c.emu.service_account_token(NAMESPACE, sa);
+    let timing = Timing {
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1500),
+        retry_period: Duration::from_millis(250),
+    };
+    let mut replica =
+        Replica::start(c.emu.client_for_token(&token), "rbac", NAMESPACE, timing).await;
+    replica.wait_leading(Duration::from_secs(30)).await;
+
+    // Both target kinds roll back from ring two: priors recorded and extended, targets
+    // written, restored and deleted, workloads restarted.
+    for (name, config) in [
+        (
+            "checkout-flags",
+            json!({"kind": "ConfigMap", "name": "checkout-flags", "data": {"retries": "7"}}),
+        ),
+        (
+            "checkout-secret",
+            json!({"kind": "Secret", "name": "checkout-secret", "sourceRef": {"name": "secret-source"}}),
+        ),
+    ] {
+        c.apply_rollout(NS, rollout(name, config, &url)).await;
+        c.wait_rollout(NS, name, "RolledBack from ring two", |r| {
+            phase(r) == "RolledBack"
+        })
+        .await;
+    }
+    // Fixed: rolled out again it succeeds; another rollout reads its content from a
+    // source ConfigMap.
+    fail.store(false, Ordering::Relaxed);
+    c.config_map(NS, "flags-source", &[("retries", "9")]).await;
+    for (name, config) in [
+        (
+            "checkout-flags",
+            json!({"kind": "ConfigMap", "name": "checkout-flags", "data": {"retries": "8"}}),
+        ),
+        (
+            "sourced-flags",
+            json!({"kind": "ConfigMap", "name": "sourced-flags", "sourceRef": {"name": "flags-source"}}),
+        ),
+    ] {
+        c.apply_rollout(NS, rollout(name, config, &url)).await;
+        c.wait_rollout(NS, name, "Succeeded", |r| {
+            phase(r) == "Succeeded"
+                && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation
+        })
+        .await;
+    }
+    replica.kill().await;
+    stop.store(true, Ordering::Relaxed);
+    kubelet.await.unwrap();
+
+    let user = format!("system:serviceaccount:{NAMESPACE}:{sa}");
+    let used = used(&c.emu.request_log().entries(), &user);
+    let roles: Vec<&Value> = rbac
+        .iter()
+        .copied()
+        .filter(|o| matches!(o["kind"].as_str(), Some("ClusterRole" | "Role")))
+        .collect();
+    let granted = granted(&roles);
+    let unused: Vec<_> = granted.difference(&used).collect();
+    println!("used by the controller:");
+    for p in &used {
+        println!("  {p:?}");
+    }
+    assert!(
+        unused.is_empty(),
+        "granted but never used:\n{}",
+        unused
+            .iter()
+            .map(|p| format!("  {p:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::model::Inputs;
 use super::revision::revision_of;
 use super::rings::check_selectors;
+use crate::api::Gate;
 use crate::api::parse_duration;
-use crate::api::{CompareTo, Gate};
 
 /// Why the spec cannot be acted on: becomes `Valid=False` with this reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +69,8 @@ pub(crate) struct GatePlan {
     pub name: String,
     pub interval: Duration,
     pub failure_limit: u32,
-    /// Judged relative to the ring's value before it was written.
+    /// Judged relative to the ring's value before it was written: with `compareTo:
+    /// before`, and with `unchanged` as the fallback where no unchanged namespaces are left.
     pub needs_baseline: bool,
 }
 
@@ -162,9 +163,10 @@ fn gate_plan(gate: &Gate) -> Result<GatePlan, Invalid> {
     if let Some(w) = &gate.webhook {
         duration(&format!("gates[{}].webhook.timeout", gate.name), &w.timeout)?;
     }
-    let needs_baseline = gate.prometheus.as_ref().is_some_and(|p| {
-        p.compare_to == CompareTo::Before && (p.max_increase.is_some() || p.max_ratio.is_some())
-    });
+    let needs_baseline = gate
+        .prometheus
+        .as_ref()
+        .is_some_and(|p| p.max_increase.is_some() || p.max_ratio.is_some());
     Ok(GatePlan {
         name: gate.name.clone(),
         interval,

@@ -6,9 +6,12 @@
 //! Needs Python 3 with `pip install helm-python-sdk kubernetes-validate`; the
 //! tests fail (never skip) without them.
 
+mod support;
+
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
+use support::rbac::{granted, used};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ringfence");
@@ -615,53 +618,6 @@ async fn rendered_objects_are_created_in_the_emulator() {
             .expect("ConfigRollouts are served");
         emu.shutdown().await;
     }
-}
-
-/// `(apiGroup, resource[/subresource], verb)` triples.
-type Permissions = std::collections::BTreeSet<(String, String, String)>;
-
-/// What `roles` grant, every list expanded.
-fn granted(roles: &[&Value]) -> Permissions {
-    let mut out = Permissions::new();
-    for role in roles {
-        for (groups, resources, verbs) in rules(role) {
-            for g in &groups {
-                for r in &resources {
-                    for v in &verbs {
-                        out.insert((g.clone(), r.clone(), v.clone()));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// What `user` asked for, by the emulator's request log; panics on any 403.
-fn used(log: &[ringfence::emulator::RequestRecord], user: &str) -> Permissions {
-    let mine: Vec<_> = log
-        .iter()
-        .filter(|r| r.user.as_deref() == Some(user) && !r.verb.is_empty())
-        .collect();
-    let denied: Vec<String> = mine
-        .iter()
-        .filter(|r| r.code == 403)
-        .map(|r| format!("{} {} {}", r.verb, r.path, r.code))
-        .collect();
-    assert!(
-        denied.is_empty(),
-        "{user} was denied:\n{}",
-        denied.join("\n")
-    );
-    mine.iter()
-        .map(|r| {
-            let resource = match r.subresource.as_str() {
-                "" => r.resource.clone(),
-                sub => format!("{}/{sub}", r.resource),
-            };
-            (r.group.clone(), resource, r.verb.clone())
-        })
-        .collect()
 }
 
 /// Leader election as the chart's ServiceAccount, authorized only by the

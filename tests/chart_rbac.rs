@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,10 +17,10 @@ use axum::routing::post;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use ringfence::emulator::RequestRecord;
 use ringfence::leader::Timing;
 use serde_json::{Value, json};
 use support::cluster::{Cluster, Replica, phase};
+use support::rbac::{granted, used};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ringfence");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chart/helm_render.py");
@@ -64,71 +63,6 @@ fn render() -> Vec<Value> {
         .expect("objects")
         .iter()
         .map(|o| o["object"].clone())
-        .collect()
-}
-
-/// `(apiGroup, resource[/subresource], verb)` triples.
-type Permissions = BTreeSet<(String, String, String)>;
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// What the rendered roles grant, every list expanded.
-fn granted(roles: &[&Value]) -> Permissions {
-    let mut out = Permissions::new();
-    for rule in roles
-        .iter()
-        .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
-    {
-        for g in strings(&rule["apiGroups"]) {
-            for r in strings(&rule["resources"]) {
-                for v in strings(&rule["verbs"]) {
-                    out.insert((g.clone(), r.clone(), v));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn describe(r: &RequestRecord) -> String {
-    format!(
-        "{} {}/{} {}/{} {} ({})",
-        r.verb, r.resource, r.subresource, r.namespace, r.name, r.code, r.path
-    )
-}
-
-/// What `user` asked for; panics listing every request that was denied.
-fn used(log: &[RequestRecord], user: &str) -> Permissions {
-    let mine: Vec<&RequestRecord> = log
-        .iter()
-        .filter(|r| r.user.as_deref() == Some(user) && !r.verb.is_empty())
-        .collect();
-    let denied: Vec<String> = mine
-        .iter()
-        .filter(|r| r.code == 403)
-        .map(|r| describe(r))
-        .collect();
-    assert!(
-        denied.is_empty(),
-        "{user} was denied:\n{}",
-        denied.join("\n")
-    );
-    mine.iter()
-        .map(|r| {
-            let resource = match r.subresource.as_str() {
-                "" => r.resource.clone(),
-                sub => format!("{}/{sub}", r.resource),
-            };
-            (r.group.clone(), resource, r.verb.clone())
-        })
         .collect()
 }
 

@@ -7,3 +7,4 @@
 pub mod cluster;
 pub mod exporter;
 pub mod prometheus;
+pub mod rbac;

@@ -496,6 +496,19 @@ impl Objects {
         Ok(())
     }
 
+    /// The kind, namespace and name in a body written to `name`'s URL agree with it.
+    fn check_identity(t: &Target, obj: &Value, name: &str) -> Result<(), ApiError> {
+        Self::check_kind(t, obj)?;
+        Self::check_namespace(t, obj)?;
+        if meta::name(obj) != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                meta::name(obj)
+            )));
+        }
+        Ok(())
+    }
+
     fn check_namespace(t: &Target, obj: &Value) -> Result<(), ApiError> {
         let ns = meta::namespace(obj);
         if t.rt.namespaced && !ns.is_empty() && ns != t.namespace {
@@ -744,14 +757,7 @@ impl Objects {
             ));
         }
         let body = t.inbound(body);
-        Self::check_kind(t, &body)?;
-        Self::check_namespace(t, &body)?;
-        if meta::name(&body) != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})",
-                meta::name(&body)
-            )));
-        }
+        Self::check_identity(t, &body, name)?;
         let precondition = meta::resource_version(&body);
         loop {
             let current = self.get(t, name)?;
@@ -857,14 +863,7 @@ impl Objects {
             }
         }
         let applied = t.inbound(applied);
-        Self::check_kind(t, &applied)?;
-        Self::check_namespace(t, &applied)?;
-        if meta::name(&applied) != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})",
-                meta::name(&applied)
-            )));
-        }
+        Self::check_identity(t, &applied, name)?;
         let precondition = meta::resource_version(&applied);
         let time = meta::now_rfc3339();
         let api_version = t.api_version();

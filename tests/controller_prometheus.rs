@@ -17,6 +17,7 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use ringfence::api::{ConfigRollout, GateStatus, REVISION_ANNOTATION, RingPhase, Verdict};
 use serde_json::{Value, json};
+use support::background::{self, Background};
 use support::cluster::{Cluster, data, phase};
 use support::exporter::Exporter;
 use support::prometheus::PrometheusServer;
@@ -223,23 +224,29 @@ async fn a_flat_error_rate_promotes_every_ring() {
     }
 }
 
-/// Consumers of ring 2 fail `rate` of their requests as soon as they load a new revision.
-fn regress_on_load(env: &Env, cells: &'static [&'static str], rate: f64) {
+/// Consumers of `cells` fail `rate` of their requests as soon as they load a new revision,
+/// for as long as the returned guard lives.
+fn regress_on_load(env: &Env, cells: &'static [&'static str], rate: f64) -> Background {
     let exporter = env.exporter.clone();
     let targets = watcher(
         Api::<ConfigMap>::all(env.cluster.client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={CONFIG}")),
     );
-    tokio::spawn(targets.applied_objects().for_each(move |cm| {
-        if let Ok(cm) = cm
-            && cm.annotations().contains_key(REVISION_ANNOTATION)
-            && let Some(ns) = cm.namespace()
-            && cells.contains(&ns.as_str())
-        {
-            exporter.set_error_rate(&ns, rate);
-        }
-        async {}
-    }));
+    background::spawn(
+        targets
+            .default_backoff()
+            .applied_objects()
+            .for_each(move |cm| {
+                if let Ok(cm) = cm
+                    && cm.annotations().contains_key(REVISION_ANNOTATION)
+                    && let Some(ns) = cm.namespace()
+                    && cells.contains(&ns.as_str())
+                {
+                    exporter.set_error_rate(&ns, rate);
+                }
+                async {}
+            }),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +257,7 @@ async fn a_ring_that_regresses_on_the_new_revision_rolls_everything_back() {
     };
     let c = &env.cluster;
     let priors = priors(c).await;
-    regress_on_load(&env, RINGS[1], REGRESSED);
+    let _regression = regress_on_load(&env, RINGS[1], REGRESSED);
     let thresholds = Thresholds {
         max: Some(0.5),
         max_increase: 0.15,

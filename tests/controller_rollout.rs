@@ -18,6 +18,7 @@ use ringfence::api::{
     RingPhase,
 };
 use serde_json::json;
+use support::background::{self, Background};
 use support::cluster::{Cluster, data, phase};
 
 const NS: &str = "platform";
@@ -69,42 +70,47 @@ fn rv(meta: &kube::core::ObjectMeta) -> u64 {
         .unwrap_or(0)
 }
 
-fn record_timeline(c: &Cluster) -> Arc<Mutex<Timeline>> {
+/// The timeline, recorded for as long as the guards live.
+fn record_timeline(c: &Cluster) -> (Arc<Mutex<Timeline>>, [Background; 2]) {
     let timeline = Arc::new(Mutex::new(Timeline::default()));
     let t = timeline.clone();
     let rollouts = watcher(
         Api::<ConfigRollout>::namespaced(c.client.clone(), NS),
         watcher::Config::default(),
     );
-    tokio::spawn(rollouts.applied_objects().for_each(move |r| {
-        if let Ok(r) = r {
-            let mut t = t.lock().unwrap();
-            for (k, ring) in r.status.iter().flat_map(|s| &s.rings).enumerate() {
-                if ring.phase == RingPhase::Promoted {
-                    t.promoted.entry(k).or_insert(rv(&r.metadata));
+    let rollouts = background::spawn(rollouts.default_backoff().applied_objects().for_each(
+        move |r| {
+            if let Ok(r) = r {
+                let mut t = t.lock().unwrap();
+                for (k, ring) in r.status.iter().flat_map(|s| &s.rings).enumerate() {
+                    if ring.phase == RingPhase::Promoted {
+                        t.promoted.entry(k).or_insert(rv(&r.metadata));
+                    }
                 }
             }
-        }
-        async {}
-    }));
+            async {}
+        },
+    ));
     let t = timeline.clone();
     let targets = watcher(
         Api::<ConfigMap>::all(c.client.clone()),
         watcher::Config::default().fields("metadata.name=checkout-flags"),
     );
-    tokio::spawn(targets.applied_objects().for_each(move |cm| {
-        if let Ok(cm) = cm
-            && let Some(rev) = cm.annotations().get(REVISION_ANNOTATION)
-        {
-            t.lock().unwrap().target_writes.push((
-                rv(&cm.metadata),
-                cm.namespace().unwrap_or_default(),
-                rev.clone(),
-            ));
-        }
-        async {}
-    }));
-    timeline
+    let targets = background::spawn(targets.default_backoff().applied_objects().for_each(
+        move |cm| {
+            if let Ok(cm) = cm
+                && let Some(rev) = cm.annotations().get(REVISION_ANNOTATION)
+            {
+                t.lock().unwrap().target_writes.push((
+                    rv(&cm.metadata),
+                    cm.namespace().unwrap_or_default(),
+                    rev.clone(),
+                ));
+            }
+            async {}
+        },
+    ));
+    (timeline, [rollouts, targets])
 }
 
 fn ring_of(ns: &str) -> usize {
@@ -119,7 +125,7 @@ fn ring_of(ns: &str) -> usize {
 async fn three_rings_over_twelve_cells_succeed_in_order() {
     let mut c = Cluster::start().await;
     twelve_cells(&c).await;
-    let timeline = record_timeline(&c);
+    let (timeline, _recording) = record_timeline(&c);
     c.start_controller().await;
     let seq = c.emu.request_log().last_seq();
     c.apply_rollout(NS, three_rings(json!({"retries": "3"})))
@@ -187,7 +193,7 @@ async fn kubectl_shows_the_columns_and_steady_state_is_quiet() {
     c.wait_rollout(NS, "flags", "Succeeded", |r| phase(r) == "Succeeded")
         .await;
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     c.emu.write_kubeconfig(&kubeconfig).unwrap();
     let out = std::process::Command::new("/usr/bin/kubectl")

@@ -18,13 +18,15 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::background::{self, Background};
+
 /// How long a test waits for a state before failing with a dump.
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
 pub struct Cluster {
     pub emu: EmulatorHandle,
     pub client: Client,
-    controller: Option<JoinHandle<()>>,
+    controller: Option<Background>,
     pub metrics_addr: Option<SocketAddr>,
     pub trusted: Vec<String>,
 }
@@ -41,6 +43,7 @@ impl Cluster {
     }
 
     async fn start_with(builder: EmulatorBuilder) -> Self {
+        super::background::arm_watchdog();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let emu = builder.start().await.expect("emulator starts");
         let crd = serde_json::to_value(ConfigRollout::crd()).unwrap();
@@ -71,7 +74,7 @@ impl Cluster {
             .await
             .expect("controller starts");
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.controller = Some(tokio::spawn(async move {
+        self.controller = Some(background::spawn(async move {
             let mut tx = Some(tx);
             let run = operator.run(std::future::pending(), move |addrs| {
                 if let Some(tx) = tx.take() {
@@ -88,8 +91,7 @@ impl Cluster {
     /// Kills the controller abruptly, as a crash would.
     pub async fn kill_controller(&mut self) {
         if let Some(task) = self.controller.take() {
-            task.abort();
-            let _ = task.await;
+            task.stop().await;
         }
     }
 
@@ -362,11 +364,19 @@ impl Replica {
     }
 
     /// Kills the replica as a crash would: nothing is released, the Lease must expire.
-    pub async fn kill(self) {
+    pub async fn kill(mut self) {
         self.election.abort();
         self.operator.abort();
-        let _ = self.election.await;
-        let _ = self.operator.await;
+        let _ = (&mut self.election).await;
+        let _ = (&mut self.operator).await;
+    }
+}
+
+/// A replica left running stops with the test body, not in the runtime's shutdown.
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.election.abort();
+        self.operator.abort();
     }
 }
 

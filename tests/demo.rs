@@ -1,10 +1,13 @@
 //! `ringfence demo` tells both stories correctly (CI also runs the default one
 //! through the binary, exactly as the README's quick start says).
 
+#[path = "support/tempdir.rs"]
+mod tempdir;
+
 use ringfence::demo::{self, DemoOptions, Scenario, Style};
 
 async fn run(scenario: Scenario) -> demo::Outcome {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir::tempdir().unwrap();
     demo::run(DemoOptions {
         scenario,
         speed: 4.0,

@@ -1,5 +1,8 @@
 //! The emulator as kube-rs sees it: CRUD, apply, status, watches, runtime.
 
+#[path = "support/tempdir.rs"]
+mod tempdir;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1335,7 +1338,7 @@ async fn written_kubeconfigs_work_for_kube_clients() {
         .start()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     emu.write_kubeconfig(&path).unwrap();
     let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();

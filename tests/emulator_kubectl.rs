@@ -1,5 +1,8 @@
 //! The emulator as an SRE sees it through kubectl.
 
+#[path = "support/tempdir.rs"]
+mod tempdir;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -38,7 +41,7 @@ struct Output {
 
 /// kubectl with its own kubeconfig and discovery cache.
 struct Kubectl {
-    dir: tempfile::TempDir,
+    dir: tempdir::TempDir,
     kubeconfig: PathBuf,
 }
 
@@ -48,7 +51,7 @@ impl Kubectl {
             Path::new(KUBECTL).exists(),
             "{KUBECTL} is required by these tests (CI installs it); it is missing"
         );
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_text).unwrap();
         Kubectl { dir, kubeconfig }

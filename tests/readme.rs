@@ -8,6 +8,9 @@
 //! - `helm ...` must install the chart under the release name and namespace
 //!   that `tests/chart.rs` renders and validates.
 
+#[path = "support/tempdir.rs"]
+mod tempdir;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -133,7 +136,7 @@ async fn kubectl_commands_work_against_the_example() {
     emulator
         .apply_manifest(&read("examples/checkout-flags.yaml"))
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     emulator.write_kubeconfig(&kubeconfig).unwrap();
     let cache = dir.path().join("cache");

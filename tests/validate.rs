@@ -2,6 +2,9 @@
 //! `tests/fixtures/manifests/`: each invalid file holds one mistake and says in
 //! its header which field must be reported and with what words.
 
+#[path = "support/tempdir.rs"]
+mod tempdir;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -179,7 +182,7 @@ fn valid_manifests_pass() {
 
 #[test]
 fn a_multi_document_file_reports_only_the_bad_document() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir::tempdir().unwrap();
     let path = dir.path().join("rollouts.yaml");
     let good = std::fs::read_to_string(Path::new(FIXTURES).join("valid/02-minimal.yaml")).unwrap();
     let bad = good
@@ -255,7 +258,7 @@ fn broken_yaml_exits_2_with_line_and_column() {
 
 #[test]
 fn unreadable_files_exit_2_and_the_rest_is_still_checked() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir::tempdir().unwrap();
     let missing = dir.path().join("missing.yaml");
     let bad = Path::new(FIXTURES).join("invalid/06-bake-not-a-duration.yaml");
     let (code, stdout, stderr) = validate(&[&missing, dir.path(), &bad]);
@@ -277,7 +280,7 @@ fn unreadable_files_exit_2_and_the_rest_is_still_checked() {
 
 #[test]
 fn an_empty_file_is_a_problem() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir::tempdir().unwrap();
     let empty = dir.path().join("empty.yaml");
     std::fs::write(&empty, "---\n# nothing\n---\n").unwrap();
     let (code, stdout, _) = validate(&[&empty]);

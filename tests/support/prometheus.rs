@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
+use super::tempdir::{self, TempDir};
 
 pub const REQUIRE_ENV: &str = "RINGFENCE_REQUIRE_PROMETHEUS";
 
@@ -45,6 +45,7 @@ impl PrometheusServer {
             );
             return None;
         };
+        super::background::arm_watchdog();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -60,7 +61,7 @@ impl PrometheusServer {
         // A port taken between picking and binding makes Prometheus exit: try again.
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
-            let dir = tempfile::tempdir().expect("temporary directory");
+            let dir = tempdir::tempdir().expect("temporary directory");
             let config_path = dir.path().join("prometheus.yml");
             std::fs::write(&config_path, &config).expect("write the Prometheus config");
             let port = free_port();

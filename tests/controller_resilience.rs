@@ -372,3 +372,38 @@ async fn injected_faults_do_not_break_invariants() {
         assert_consistent_end(&c, &r).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_rollout_watch_is_retried_with_backoff_then_recovers() {
+    let mut c = Cluster::start().await;
+    cells(&c).await;
+    c.start_controller().await;
+    let failing = |verb| RequestMatch::any().verb(verb).resource("configrollouts");
+    c.emu.faults().fail_fraction(1.0, failing("list"), 500, 1);
+    c.emu.faults().fail_fraction(1.0, failing("watch"), 500, 2);
+    let seq = c.emu.request_log().last_seq();
+    c.emu.faults().close_watches();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let attempts = c
+        .emu
+        .request_log()
+        .since(seq)
+        .iter()
+        .filter(|r| r.resource == "configrollouts" && matches!(r.verb.as_str(), "list" | "watch"))
+        .count();
+    // Exponential backoff from 0.8 s allows about four attempts in 5 s; retrying at once
+    // would make thousands.
+    assert!(
+        (1..=10).contains(&attempts),
+        "{attempts} list/watch attempts in 5 s"
+    );
+
+    c.emu.faults().clear();
+    c.apply_rollout(NS, rollout(json!([]))).await;
+    let r = c
+        .wait_rollout(NS, "flags", "Succeeded once the API answers", |r| {
+            phase(r) == "Succeeded"
+        })
+        .await;
+    check_end(&c, &r).await;
+}

@@ -10,45 +10,12 @@ mod support;
 
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Command;
+use support::chart::{CHART, NAMESPACE, RELEASE, helm, render_result};
 use support::rbac::{granted, used};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ringfence");
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chart/helm_render.py");
-const INSTALL: &str = "pip install helm-python-sdk kubernetes-validate";
 const CRD_FILE: &str = "crds/configrollouts.ringfence.dev.yaml";
 const CRD_COPY: &str = "charts/ringfence/files/configrollouts.ringfence.dev.yaml";
-const RELEASE: &str = "ringfence";
-const NAMESPACE: &str = "ringfence-system";
-
-fn helm(args: &[&str]) -> Value {
-    let out = Command::new("python3")
-        .arg(SCRIPT)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3, then `{INSTALL}`"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(3), "{stderr}");
-    assert!(
-        out.status.success(),
-        "helm_render.py {args:?} failed:\n{stderr}"
-    );
-    serde_json::from_slice(&out.stdout).expect("helm_render.py prints JSON")
-}
-
-fn render_result(values: &Value) -> Value {
-    helm(&[
-        "render",
-        CHART,
-        "--name",
-        RELEASE,
-        "--namespace",
-        NAMESPACE,
-        "--values",
-        &values.to_string(),
-    ])
-}
 
 struct Rendered {
     objects: Vec<Value>,

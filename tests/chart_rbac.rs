@@ -5,27 +5,19 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::Json;
-use axum::http::StatusCode;
-use axum::routing::post;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use ringfence::leader::Timing;
 use serde_json::{Value, json};
+use support::chart::{NAMESPACE, render_result};
 use support::cluster::{Cluster, Replica, phase};
 use support::rbac::{granted, used};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ringfence");
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chart/helm_render.py");
-const RELEASE: &str = "ringfence";
-const NAMESPACE: &str = "ringfence-system";
 const NS: &str = "platform";
 const RBAC_KINDS: [&str; 5] = [
     "ServiceAccount",
@@ -37,26 +29,7 @@ const RBAC_KINDS: [&str; 5] = [
 
 /// The chart rendered with default values.
 fn render() -> Vec<Value> {
-    let out = Command::new("python3")
-        .args([
-            SCRIPT,
-            "render",
-            CHART,
-            "--name",
-            RELEASE,
-            "--namespace",
-            NAMESPACE,
-            "--values",
-            "{}",
-        ])
-        .output()
-        .expect("python3 runs (pip install helm-python-sdk kubernetes-validate)");
-    assert!(
-        out.status.success(),
-        "helm_render.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let result = render_result(&json!({}));
     assert!(result.get("error").is_none(), "render failed: {result}");
     result["objects"]
         .as_array()
@@ -64,30 +37,6 @@ fn render() -> Vec<Value> {
         .iter()
         .map(|o| o["object"].clone())
         .collect()
-}
-
-/// A gate that fails the check of ring two while `fail` is set.
-async fn webhook(fail: Arc<AtomicBool>) -> String {
-    let router = Router::new().route(
-        "/check",
-        post(move |Json(body): Json<Value>| {
-            let fail = fail.load(Ordering::Relaxed);
-            async move {
-                if fail && body["ring"] == "two" && body["purpose"] == "check" {
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "error rate 12% in ring two",
-                    )
-                } else {
-                    (StatusCode::OK, "ok")
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.ok() });
-    format!("http://{addr}/check")
 }
 
 /// Cells 1..=3 in rings of 1 and 2; cell-1 starts with both targets, the others without.
@@ -227,7 +176,7 @@ async fn the_charts_rbac_is_exactly_what_the_controller_uses() {
     let stop = Arc::new(AtomicBool::new(false));
     let kubelet = tokio::spawn(kubelet(c.client.clone(), stop.clone()));
     let fail = Arc::new(AtomicBool::new(true));
-    let url = webhook(fail.clone()).await;
+    let url = support::webhook::serve(fail.clone()).await;
 
     let token = c.emu.service_account_token(NAMESPACE, sa);
     let timing = Timing {

@@ -67,20 +67,6 @@ fn writes(log: &[RequestRecord]) -> Vec<&RequestRecord> {
         .collect()
 }
 
-fn describe(r: &RequestRecord) -> String {
-    format!(
-        "{:>6} {} {} {}/{} {}/{} by {}",
-        r.seq,
-        r.time,
-        r.verb,
-        r.resource,
-        r.subresource,
-        r.namespace,
-        r.name,
-        r.user.as_deref().unwrap_or("?")
-    )
-}
-
 /// One run: the leader is killed after ring one was written; returns the time from the
 /// kill to the standby leading.
 async fn failover_run(run: usize) -> Duration {
@@ -150,7 +136,7 @@ async fn failover_run(run: usize) -> Duration {
         writes
             .iter()
             .filter(|r| r.user.as_deref() != Some("system:admin"))
-            .map(|r| describe(r))
+            .map(|r| r.to_string())
             .collect::<Vec<_>>()
             .join("\n")
     };

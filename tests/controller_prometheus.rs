@@ -77,6 +77,20 @@ async fn start(cells: &[String]) -> Option<Env> {
     })
 }
 
+impl Env {
+    /// Applies rollout `flags` over the three rings with these bakes, gated by the
+    /// error-rate query with these thresholds.
+    async fn apply_flags(&self, bakes: [&str; 3], thresholds: &Thresholds) {
+        let rollout = rollout(
+            "flags",
+            self.prometheus.address(),
+            three_rings(bakes),
+            thresholds,
+        );
+        self.cluster.apply_rollout(NS, rollout).await;
+    }
+}
+
 fn ratio_of(namespaces: &[String]) -> String {
     QUERY.replace("{{ namespaces }}", &namespaces.join("|"))
 }
@@ -190,16 +204,7 @@ async fn a_flat_error_rate_promotes_every_ring() {
         max_increase: 0.02,
         compare_to: "before",
     };
-    c.apply_rollout(
-        NS,
-        rollout(
-            "flags",
-            env.prometheus.address(),
-            three_rings(["3s", "3s", "3s"]),
-            &thresholds,
-        ),
-    )
-    .await;
+    env.apply_flags(["3s", "3s", "3s"], &thresholds).await;
     let r = c
         .wait_rollout(NS, "flags", "Succeeded", |r| phase(r) == "Succeeded")
         .await;
@@ -264,16 +269,7 @@ async fn a_ring_that_regresses_on_the_new_revision_rolls_everything_back() {
         compare_to: "before",
     };
     // Ring 2 bakes long enough that only the regression can end it.
-    c.apply_rollout(
-        NS,
-        rollout(
-            "flags",
-            env.prometheus.address(),
-            three_rings(["3s", "5m", "3s"]),
-            &thresholds,
-        ),
-    )
-    .await;
+    env.apply_flags(["3s", "5m", "3s"], &thresholds).await;
     let r = c
         .wait_rollout(NS, "flags", "RolledBack", |r| phase(r) == "RolledBack")
         .await;
@@ -328,16 +324,7 @@ async fn global_rise(compare_to: &'static str) -> Option<ConfigRollout> {
     };
     // Ring 1 and 2 bake long enough for ring 3's `before` baseline to be taken after the
     // incident has filled the rate window and the baseline window (10 s each).
-    c.apply_rollout(
-        NS,
-        rollout(
-            "flags",
-            env.prometheus.address(),
-            three_rings(["15s", "15s", "3s"]),
-            &thresholds,
-        ),
-    )
-    .await;
+    env.apply_flags(["15s", "15s", "3s"], &thresholds).await;
     c.wait_rollout(NS, "flags", "ring 1 verifying", |r| {
         ring_phase(r, 0) == Some(RingPhase::Verifying)
     })

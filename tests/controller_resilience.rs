@@ -9,15 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::Json;
-use axum::http::StatusCode;
-use axum::routing::post;
 use kube::ResourceExt;
 use ringfence::api::{ConfigRollout, REVISION_ANNOTATION};
 use ringfence::emulator::RequestMatch;
 use serde_json::{Value, json};
 use support::cluster::{Cluster, data, phase};
+use support::webhook::serve_fixed;
 
 const NS: &str = "platform";
 
@@ -132,32 +129,11 @@ async fn check_end(c: &Cluster, r: &ConfigRollout) {
     }
 }
 
-async fn webhook(fail_ring: Option<&'static str>) -> String {
-    let router = Router::new().route(
-        "/check",
-        post(move |Json(body): Json<Value>| async move {
-            if Some(body["ring"].as_str().unwrap_or("")) == fail_ring && body["purpose"] == "check"
-            {
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "error rate 12% in ring two\nmore detail",
-                )
-            } else {
-                (StatusCode::OK, "ok")
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.ok() });
-    format!("http://{addr}/check")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_webhook_in_ring_two_restores_exact_priors() {
     let mut c = Cluster::start().await;
     cells(&c).await;
-    let url = webhook(Some("two")).await;
+    let url = serve_fixed(true).await;
     c.start_controller().await;
     let seq = c.emu.request_log().last_seq();
     c.apply_rollout(
@@ -261,10 +237,10 @@ async fn workload_gate_fails_at_the_deadline_and_passes_when_slow_but_healthy() 
 }
 
 /// Kills and restarts the controller after the first write following each of `points`.
-async fn crash_run(points: &[usize], fail_ring: Option<&'static str>) {
+async fn crash_run(points: &[usize], fail_ring_two: bool) {
     let mut c = Cluster::start().await;
     cells(&c).await;
-    let url = webhook(fail_ring).await;
+    let url = serve_fixed(fail_ring_two).await;
     c.start_controller().await;
     c.apply_rollout(
         NS,
@@ -295,10 +271,12 @@ async fn crash_run(points: &[usize], fail_ring: Option<&'static str>) {
             done && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation
         })
         .await;
-    match fail_ring {
-        Some(_) => assert_eq!(phase(&r), "RolledBack"),
-        None => assert_eq!(phase(&r), "Succeeded"),
-    }
+    let expected = if fail_ring_two {
+        "RolledBack"
+    } else {
+        "Succeeded"
+    };
+    assert_eq!(phase(&r), expected);
     assert_consistent_end(&c, &r).await;
 }
 
@@ -307,7 +285,7 @@ async fn restarts_at_every_write_resume_correctly() {
     // Count the distinct write points of an undisturbed run first.
     let mut c = Cluster::start().await;
     cells(&c).await;
-    let url = webhook(Some("two")).await;
+    let url = serve_fixed(true).await;
     c.start_controller().await;
     let base = c.emu.request_log().last_seq();
     c.apply_rollout(
@@ -321,9 +299,9 @@ async fn restarts_at_every_write_resume_correctly() {
     drop(c);
     eprintln!("{total} controller writes in an undisturbed rollout with rollback");
     for point in 1..=total {
-        crash_run(&[point], Some("two")).await;
+        crash_run(&[point], true).await;
     }
-    crash_run(&[2, 5, 9], None).await;
+    crash_run(&[2, 5, 9], false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,8 +309,7 @@ async fn injected_faults_do_not_break_invariants() {
     for seed in 0..20u64 {
         let mut c = Cluster::start().await;
         cells(&c).await;
-        let fail_ring = if seed % 2 == 0 { Some("two") } else { None };
-        let url = webhook(fail_ring).await;
+        let url = serve_fixed(seed % 2 == 0).await;
         c.start_controller().await;
         c.apply_rollout(
             NS,

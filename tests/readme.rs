@@ -6,7 +6,7 @@
 //!   README's example rollout.
 //! - `cargo ...` must be a line of `.ci/run`, which CI executes.
 //! - `helm ...` must install the chart under the release name and namespace
-//!   that `tests/chart.rs` renders and validates.
+//!   that the chart tests render and validate (`tests/support/chart.rs`).
 
 #[path = "support/tempdir.rs"]
 mod tempdir;
@@ -78,7 +78,7 @@ fn sh(command: &str, envs: &[(&str, &Path)]) -> (bool, String) {
 fn every_command_is_covered() {
     let readme = read("README.md");
     let ci = read(".ci/run");
-    let chart_test = read("tests/chart.rs");
+    let chart_support = read("tests/support/chart.rs");
     let commands = commands(&readme);
     assert!(commands.len() >= 10, "too few commands found: {commands:?}");
     for command in &commands {
@@ -92,10 +92,11 @@ fn every_command_is_covered() {
                 assert_eq!(
                     command,
                     "helm install ringfence charts/ringfence -n ringfence-system --create-namespace",
-                    "README.md's helm command must match what tests/chart.rs renders"
+                    "README.md's helm command must match what the chart tests render"
                 );
                 assert!(
-                    chart_test.contains("ringfence-system")
+                    chart_support.contains(r#"RELEASE: &str = "ringfence";"#)
+                        && chart_support.contains(r#"NAMESPACE: &str = "ringfence-system";"#)
                         && root().join("charts/ringfence/Chart.yaml").exists()
                 );
             }

@@ -2,6 +2,7 @@
 //! request log tests read to see what a client did.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -337,6 +338,27 @@ pub struct RequestRecord {
     /// The authenticated user, when authentication is on.
     pub user: Option<String>,
     pub field_manager: Option<String>,
+}
+
+/// One line for logs and test failures: sequence, time, verb, resource/subresource,
+/// namespace/name, status code, and the user and field manager when known.
+impl fmt::Display for RequestRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>6} {} {:<7} {}/{} {}/{} {} user={} manager={}",
+            self.seq,
+            self.time,
+            self.verb,
+            self.resource,
+            self.subresource,
+            self.namespace,
+            self.name,
+            self.code,
+            self.user.as_deref().unwrap_or("-"),
+            self.field_manager.as_deref().unwrap_or("-"),
+        )
+    }
 }
 
 impl RequestRecord {

@@ -216,18 +216,7 @@ impl Cluster {
         let log = self.emu.request_log().entries();
         eprintln!("--- last requests ({} total):", log.len());
         for r in log.iter().rev().take(80).rev() {
-            eprintln!(
-                "{:>6} {} {:<7} {}/{} {}/{} {} {}",
-                r.seq,
-                r.time,
-                r.verb,
-                r.resource,
-                r.subresource,
-                r.namespace,
-                r.name,
-                r.code,
-                r.field_manager.as_deref().unwrap_or("")
-            );
+            eprintln!("{r}");
         }
     }
 

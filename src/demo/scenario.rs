@@ -304,9 +304,13 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
             ));
         }
         if let (Some(start), Some(end)) = (&rollback.started_at, &rollback.completed_at) {
-            let secs = end.0.as_second() - start.0.as_second();
+            // Status timestamps have whole seconds: "0s" would read as instant.
+            let took = match end.0.as_second() - start.0.as_second() {
+                0 => "under a second".to_string(),
+                secs => format!("about {secs}s"),
+            };
             summary.push(format!(
-                "  rollback took {secs}s from the decision to the last target restored"
+                "  rollback took {took} from the decision to the last target restored"
             ));
         }
     }

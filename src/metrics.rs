@@ -58,6 +58,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     rollback_duration: Histogram,
     reconcile_errors: Family<CategoryLabels, Counter>,
+    rollbacks_incomplete: Counter,
 }
 
 /// Counts rollouts by phase from the controller's cache at scrape time, so deleted
@@ -127,6 +128,7 @@ impl Metrics {
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let rollback_duration = Histogram::new(exponential_buckets(0.25, 2.0, 14));
         let reconcile_errors = Family::<CategoryLabels, Counter>::default();
+        let rollbacks_incomplete = Counter::default();
         let sub = registry.sub_registry_with_prefix("ringfence");
         sub.register("ring_promotions", "Rings promoted", promotions.clone());
         sub.register(
@@ -156,6 +158,11 @@ impl Metrics {
             "Failed reconciles by category",
             reconcile_errors.clone(),
         );
+        sub.register(
+            "rollbacks_incomplete",
+            "Rollbacks that ended without restoring every target: a prior content was unknown",
+            rollbacks_incomplete.clone(),
+        );
         registry.register_collector(Box::new(RolloutPhases(rollouts)));
         Self {
             registry,
@@ -165,7 +172,12 @@ impl Metrics {
             reconcile_duration,
             rollback_duration,
             reconcile_errors,
+            rollbacks_incomplete,
         }
+    }
+
+    pub fn rollback_incomplete(&self) {
+        self.rollbacks_incomplete.inc();
     }
 
     pub fn promoted(&self) {

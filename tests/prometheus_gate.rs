@@ -54,6 +54,13 @@ fn request(
         namespaces: owned(namespaces),
         unchanged_namespaces: owned(unchanged),
         baseline,
+        definition: Gate {
+            name: "error-rate".into(),
+            interval: "1s".into(),
+            failure_limit: 1,
+            prometheus: None,
+            webhook: None,
+        },
     }
 }
 

@@ -84,7 +84,7 @@ fn default_progress_deadline() -> String {
 }
 
 /// The kind of object rolled out.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
 pub enum ConfigKind {
     #[default]
     ConfigMap,

@@ -67,6 +67,42 @@ pub struct ConfigRolloutStatus {
     /// progress deadline are moved on by the time spent paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_at: Option<Time>,
+
+    /// The prior-content records that make the rollback exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priors: Option<PriorsStatus>,
+
+    /// The judging rules of the last valid spec: a revision already written keeps being
+    /// gated, and rolled back, by them when the spec turns invalid mid-rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_valid_spec: Option<LastValidSpec>,
+}
+
+/// Bookkeeping of the prior-content records, so a store that lost records is noticed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PriorsStatus {
+    /// Rollback point the records belong to; it moves on (and older records stop
+    /// counting) when a revision succeeds or is rolled back.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Records kept for this rollback point. Fewer found than this means records were lost.
+    #[serde(default)]
+    pub recorded: u32,
+}
+
+/// What a rollout in flight is judged by when its spec turns invalid.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastValidSpec {
+    /// Generation of the spec these rules were taken from.
+    pub generation: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<super::spec::Gate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<super::spec::WorkloadSpec>,
+    pub progress_deadline: String,
+    pub automatic_rollback: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -206,6 +242,16 @@ pub struct RollbackStatus {
     /// Gate values that caused it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateStatus>,
+    /// Targets left unrestored because their prior content is unknown (lost or unreadable record).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub unrestored: u32,
+    /// The first few of them, by namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrestored_targets: Vec<String>,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Request ids from the `ringfence.dev/{promote,abort,retry}` annotations already acted on.

@@ -47,6 +47,11 @@ pub struct ControllerArgs {
     #[arg(long, env = "RINGFENCE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 
+    /// Target writes (and prior records) in flight at once per rollout: the controller
+    /// writes a ring of thousands at the API server's speed; lower it to spare a small one.
+    #[arg(long, env = "RINGFENCE_MAX_INFLIGHT_WRITES", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_inflight_writes: u16,
+
     /// This replica's name in events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -77,6 +82,7 @@ impl ControllerArgs {
                 .cloned()
                 .collect::<BTreeSet<_>>(),
             concurrency: self.concurrency,
+            max_inflight_writes: usize::from(self.max_inflight_writes),
             metrics_addr: self.metrics_addr,
             health_addr: self.health_addr,
             instance: self.instance.clone(),

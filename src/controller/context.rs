@@ -32,6 +32,14 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// Leadership: `None` always leads; see [`leads`].
     pub leader: Option<watch::Receiver<bool>>,
+    /// Prior records found corrupt when read whole: rollout uid → namespace → (the
+    /// record's resourceVersion, why). A listing shows only metadata, so this is how the
+    /// engine learns of them; a record written again is judged afresh.
+    pub corrupt_priors: Mutex<HashMap<String, HashMap<String, (String, String)>>>,
+    /// Target writes in flight at once per rollout.
+    pub max_inflight_writes: usize,
+    /// Managed targets and prior records, from watches.
+    pub cache: std::sync::Arc<super::cache::Cache>,
 }
 
 /// Whether a leadership signal says "lead": it reads `true` and its election is still
@@ -62,6 +70,28 @@ impl Context {
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    pub fn prior_unreadable(&self, uid: &str, namespace: &str, version: &str, why: &str) {
+        self.corrupt_priors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(uid.to_string())
+            .or_default()
+            .insert(
+                namespace.to_string(),
+                (version.to_string(), why.to_string()),
+            );
+    }
+
+    /// Namespace → (record resourceVersion, why) of the rollout's corrupt records.
+    pub fn unreadable_priors(&self, uid: &str) -> Vec<(String, (String, String))> {
+        self.corrupt_priors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(uid)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
 
     pub fn succeeded(&self, key: &str) {

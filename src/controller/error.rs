@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::engine::{ActionFailure, FailureReason};
+
 /// Everything a reconcile can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,6 +35,17 @@ pub enum Error {
     #[error("no recorded prior content for target in namespace {0}")]
     MissingPrior(String),
 
+    /// A prior record exists but cannot be trusted.
+    #[error("prior record in namespace {namespace} is unreadable: {why}")]
+    UnreadablePrior { namespace: String, why: String },
+
+    /// Some of a decision's actions failed; the status says which and why.
+    #[error("{}: {} target(s) failed: {}", .failure.what, .failure.targets.len(), .failure.detail)]
+    Actions {
+        failure: ActionFailure,
+        category: &'static str,
+    },
+
     /// Leadership ended mid-reconcile: the remaining writes are left to the new leader.
     #[error("no longer the leader")]
     NotLeader,
@@ -60,15 +73,66 @@ impl Error {
             Self::InvalidSpec(_) => "invalid-spec",
             Self::Priors(_) => "priors",
             Self::MissingPrior(_) => "missing-prior",
+            Self::UnreadablePrior { .. } => "unreadable-prior",
+            Self::Actions { category, .. } => category,
             Self::NotReady => "not-ready",
             Self::NotLeader => "not-leader",
         }
+    }
+
+    /// The status reason for this error when it stops an action.
+    pub fn failure_reason(&self) -> FailureReason {
+        match self {
+            Self::Kube { source, .. } => match source {
+                kube::Error::Api(status) => match status.code {
+                    403 => FailureReason::WriteForbidden,
+                    400 | 413 | 422 => FailureReason::WriteRejected,
+                    404 if status.message.contains("namespaces") => {
+                        FailureReason::TargetNamespaceGone
+                    }
+                    409 => FailureReason::WriteConflict,
+                    _ => FailureReason::ApiUnavailable,
+                },
+                _ => FailureReason::ApiUnavailable,
+            },
+            Self::Priors(_) | Self::MissingPrior(_) | Self::UnreadablePrior { .. } => {
+                FailureReason::PriorsUnavailable
+            }
+            Self::Actions { failure, .. } => failure.reason,
+            _ => FailureReason::ApiUnavailable,
+        }
+    }
+
+    /// A short reason for the status: the API's own message, bounded and on one line.
+    pub fn detail(&self) -> String {
+        let text = match self {
+            Self::Kube { source, .. } => match source {
+                kube::Error::Api(status) => format!("{} ({})", status.message, status.reason),
+                other => other.to_string(),
+            },
+            other => other.to_string(),
+        };
+        bounded_text(&text, 256)
     }
 
     /// Permanent errors wait for the object to change instead of retrying.
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::InvalidObject(_) | Self::InvalidSpec(_))
     }
+}
+
+/// `text` on one line, control characters blanked, cut to at most `max` bytes.
+pub fn bounded_text(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let budget = max.saturating_sub('…'.len_utf8());
+    for c in text.chars().map(|c| if c.is_control() { ' ' } else { c }) {
+        if out.len() + c.len_utf8() > budget {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// HTTP status of an API error, if the server answered.

@@ -7,6 +7,8 @@ use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporte
 use crate::engine::{EventNote, EventType};
 
 const CONTROLLER: &str = "ringfence";
+/// events.k8s.io/v1 `note` limit, in bytes.
+const NOTE_LIMIT: usize = 1024;
 
 pub struct Events {
     recorder: Recorder,
@@ -34,7 +36,8 @@ impl Events {
                     EventType::Warning => KubeEventType::Warning,
                 },
                 reason: note.reason.to_string(),
-                note: Some(note.note.clone()),
+                // The API server refuses a note over 1 KiB.
+                note: Some(super::error::bounded_text(&note.note, NOTE_LIMIT)),
                 action: "Reconcile".to_string(),
                 secondary: None,
             };

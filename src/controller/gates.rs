@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 
-use crate::api::{ConfigRolloutSpec, Gate, PrometheusGate, Verdict, parse_duration};
+use crate::api::{Gate, PrometheusGate, Verdict, parse_duration};
 use crate::engine::{GateRequest, GateResult, RolloutMeta};
 use crate::gates::GateContext;
 use crate::gates::prometheus::{PrometheusAuth, PrometheusProvider};
@@ -30,11 +30,11 @@ impl GateEvaluator {
         })
     }
 
-    /// Runs every requested evaluation concurrently.
+    /// Runs every requested evaluation concurrently, each with the gate definition the
+    /// request carries.
     pub async fn evaluate(
         &self,
         client: &Client,
-        spec: &ConfigRolloutSpec,
         rollout: &RolloutMeta,
         requests: &[GateRequest],
         now: Timestamp,
@@ -42,7 +42,7 @@ impl GateEvaluator {
         join_all(
             requests
                 .iter()
-                .map(|req| self.evaluate_one(client, spec, rollout, req, now)),
+                .map(|req| self.evaluate_one(client, rollout, req, now)),
         )
         .await
     }
@@ -50,14 +50,13 @@ impl GateEvaluator {
     async fn evaluate_one(
         &self,
         client: &Client,
-        spec: &ConfigRolloutSpec,
         rollout: &RolloutMeta,
         req: &GateRequest,
         now: Timestamp,
     ) -> (GateProvider, GateResult) {
-        let gate = spec.gates.iter().find(|g| g.name == req.gate);
-        match gate.map(|g| (g, &g.webhook, &g.prometheus)) {
-            Some((_, Some(webhook), _)) => {
+        let gate = &req.definition;
+        match (&gate.webhook, &gate.prometheus) {
+            (Some(webhook), _) => {
                 let timeout = parse_timeout(&webhook.timeout);
                 let result = self
                     .webhook
@@ -65,17 +64,13 @@ impl GateEvaluator {
                     .await;
                 (GateProvider::Webhook, result)
             }
-            Some((gate, None, Some(prom))) => {
+            (None, Some(prom)) => {
                 let result = self.prometheus(client, gate, prom, rollout, req, now).await;
                 (GateProvider::Prometheus, result)
             }
             _ => (
                 GateProvider::Unknown,
-                inconclusive(
-                    req,
-                    now,
-                    &format!("gate {} has no provider in the spec", req.gate),
-                ),
+                inconclusive(req, now, &format!("gate {} has no provider", req.gate)),
             ),
         }
     }

@@ -10,6 +10,7 @@
 //! - namespaces (also cached for their labels), mapped to rollouts not yet resolved or
 //!   targeting them.
 
+mod cache;
 mod context;
 mod error;
 mod events;
@@ -22,14 +23,14 @@ mod targets;
 mod workloads;
 
 pub use error::Error;
-pub use priors::{PRIORS_OF_LABEL, shard_name};
+pub use priors::{PRIOR_ANNOTATION, PRIOR_FINALIZER, PRIORS_OF_LABEL, record_name};
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::ListParams;
@@ -42,7 +43,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 
-use crate::api::{ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, ROLLOUT_ANNOTATION};
+use crate::api::{ConfigKind, ConfigRollout, ROLLOUT_ANNOTATION};
 use crate::engine::Settings;
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness};
@@ -56,6 +57,8 @@ pub struct Options {
     pub trusted_namespaces: BTreeSet<String>,
     /// Rollouts reconciled at once.
     pub concurrency: u16,
+    /// Target writes in flight at once per rollout.
+    pub max_inflight_writes: usize,
     pub metrics_addr: SocketAddr,
     pub health_addr: SocketAddr,
     /// Names this replica in events (the pod name in a cluster).
@@ -158,15 +161,6 @@ impl Operator {
         on_listen(&addrs);
         let server = tokio::spawn(serve);
 
-        let ready = self.readiness.clone();
-        let (s1, s2) = (store.clone(), ns_store.clone());
-        tokio::spawn(async move {
-            if s1.wait_until_ready().await.is_ok() && s2.wait_until_ready().await.is_ok() {
-                ready.set_ready();
-                tracing::info!("caches synced, ready");
-            }
-        });
-
         let ctx = Arc::new(context::Context {
             client: client.clone(),
             events: events::Events::new(client.clone(), self.options.instance.clone()),
@@ -180,10 +174,23 @@ impl Operator {
             watch_namespace: self.options.namespace.clone(),
             failures: Default::default(),
             leader: self.options.leader.clone(),
+            corrupt_priors: Default::default(),
+            cache: Default::default(),
+            max_inflight_writes: self.options.max_inflight_writes,
         });
 
-        let managed =
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+        let ready = self.readiness.clone();
+        let (s1, s2, s3) = (store.clone(), ctx.namespaces.clone(), ctx.cache.clone());
+        tokio::spawn(async move {
+            if s1.wait_until_ready().await.is_ok() && s2.wait_until_ready().await.is_ok() {
+                s3.wait_until_ready().await;
+                ready.set_ready();
+                tracing::info!("caches synced, ready");
+            }
+        });
+        tokio::spawn(release_orphans(ctx.clone()));
+
+        let managed = watcher::Config::default().labels(&cache::targets_selector());
         let scope = self.options.namespace.clone();
         let (st_cm, st_secret, st_deploy, st_sts, st_ds, st_ns) = (
             store.clone(),
@@ -193,12 +200,28 @@ impl Operator {
             store.clone(),
             store.clone(),
         );
+        let cache = ctx.cache.clone();
         controller
             .watches_stream(
-                meta_stream::<ConfigMap>(&client, None, managed.clone()),
+                cached_stream::<ConfigMap>(&client, managed.clone(), {
+                    let cache = cache.clone();
+                    let mut first = true;
+                    move |e| cache.config_map(e, &mut first)
+                }),
                 |o| by_annotation(&o),
             )
-            .watches_stream(meta_stream::<Secret>(&client, None, managed), |o| {
+            .watches_stream(
+                cached_stream::<Secret>(&client, managed, {
+                    let cache = cache.clone();
+                    let mut first = true;
+                    move |e| cache.secret(e, &mut first)
+                }),
+                |o| by_annotation(&o),
+            )
+            .watches_stream(record_stream::<ConfigMap>(&client, cache.clone()), |o| {
+                by_annotation(&o)
+            })
+            .watches_stream(record_stream::<Secret>(&client, cache.clone()), |o| {
                 by_annotation(&o)
             })
             .watches_stream(
@@ -242,6 +265,46 @@ impl Operator {
     }
 }
 
+/// How often records of deleted rollouts are looked for (and once the caches synced).
+const ORPHAN_SWEEP: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Deleting a ConfigRollout leaves its targets as they are; its prior records, protected by
+/// a finalizer, are let go here.
+async fn release_orphans(ctx: Arc<context::Context>) {
+    // Ask for readiness afresh each second: a wait begun before the rollout watch started
+    // is not always woken when it becomes ready.
+    loop {
+        let ready = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            ctx.rollouts.wait_until_ready(),
+        )
+        .await;
+        match ready {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
+    }
+    loop {
+        if ctx.leads() {
+            let live: std::collections::HashSet<String> = ctx
+                .rollouts
+                .state()
+                .iter()
+                .filter_map(|g| g.uid())
+                .collect();
+            match priors::release_orphans(&ctx.client, &live).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, "let go of prior records of deleted rollouts"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for prior records of deleted rollouts")
+                }
+            }
+        }
+        tokio::time::sleep(ORPHAN_SWEEP).await;
+    }
+}
+
 /// One item each time the signal turns from "follow" to "lead"; ends with the election.
 fn leadership_gained(mut leader: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send {
     let leading = *leader.borrow_and_update();
@@ -256,6 +319,64 @@ fn leadership_gained(mut leader: watch::Receiver<bool>) -> impl Stream<Item = ()
             }
         }
     })
+}
+
+/// A full-object watch of managed targets that feeds the cache (which keeps only what the
+/// engine needs) and triggers their rollouts.
+fn cached_stream<K>(
+    client: &Client,
+    config: watcher::Config,
+    mut feed: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .map_ok(move |event| {
+            feed(&event);
+            event
+        })
+        .touched_objects()
+}
+
+/// A metadata watch of prior records that feeds the cache and triggers their rollouts
+/// (a record deleted by hand is noticed at once).
+fn record_stream<K>(
+    client: &Client,
+    cache: Arc<cache::Cache>,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = Api::all(client.clone());
+    let config = watcher::Config::default().labels(priors::PRIORS_OF_LABEL);
+    let mut first = true;
+    watcher(api, config)
+        .default_backoff()
+        .map_ok(move |event| {
+            let metas = match &event {
+                watcher::Event::Init => watcher::Event::Init,
+                watcher::Event::InitApply(o) => watcher::Event::InitApply(o.metadata.clone()),
+                watcher::Event::InitDone => watcher::Event::InitDone,
+                watcher::Event::Apply(o) => watcher::Event::Apply(o.metadata.clone()),
+                watcher::Event::Delete(o) => watcher::Event::Delete(o.metadata.clone()),
+            };
+            cache.record_event(&metas, &mut first);
+            event
+        })
+        .touched_objects()
 }
 
 fn meta_stream<K>(
@@ -278,10 +399,8 @@ where
     watcher(api, config).default_backoff().touched_objects()
 }
 
-/// A managed target names its rollout in an annotation.
-fn by_annotation<K: Resource>(
-    obj: &PartialObjectMeta<K>,
-) -> Option<ObjectRef<DeserializeGuard<ConfigRollout>>> {
+/// A managed target or prior record names its rollout in an annotation.
+fn by_annotation(obj: &impl Resource) -> Option<ObjectRef<DeserializeGuard<ConfigRollout>>> {
     let (ns, name) = obj.annotations().get(ROLLOUT_ANNOTATION)?.split_once('/')?;
     Some(ObjectRef::new(name).within(ns))
 }

@@ -1,29 +1,26 @@
-//! Observe: build the engine's [`World`] from the API, with few requests per reconcile
-//! (the rollout's source, one list of targets by name, one list of prior shards, and three
-//! workload lists when the rollout has workloads). Namespaces come from the watch cache.
+//! Observe: build the engine's [`World`] with few requests per reconcile, none of which grows
+//! with the fleet: the rollout's source, and the workloads of its target namespaces when it
+//! has workloads. Namespaces, targets and prior records come from the watch caches.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::ListParams;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::error::Error;
-use super::priors::{PriorState, PriorStore};
+use super::priors::{PriorStore, Priors};
 use super::targets::ObservedTarget;
 use super::workloads;
 use crate::api::{ConfigKind, ConfigRollout};
 use crate::engine::{NamespaceInfo, ResolvedConfig, TargetState, World};
 
-/// The world, plus the raw observations the actions need.
+/// The world, plus the prior records the actions need.
 pub struct Observed {
     pub world: World,
-    /// Target objects by namespace, as listed.
-    pub targets: BTreeMap<String, ObservedTarget>,
-    pub priors: PriorState,
+    pub priors: Priors,
 }
 
 pub fn rollout_key(rollout: &ConfigRollout) -> String {
@@ -125,44 +122,6 @@ fn namespaces(ctx: &Context) -> Vec<NamespaceInfo> {
     out
 }
 
-async fn list_targets(
-    ctx: &Context,
-    rollout: &ConfigRollout,
-) -> Result<BTreeMap<String, ObservedTarget>, Error> {
-    let lp = ListParams::default().fields(&format!("metadata.name={}", rollout.spec.config.name));
-    let pairs: Vec<(String, ObservedTarget)> = match rollout.spec.config.kind {
-        ConfigKind::ConfigMap => Api::<ConfigMap>::all(ctx.client.clone())
-            .list(&lp)
-            .await
-            .map_err(|e| Error::kube("list targets", e))?
-            .items
-            .iter()
-            .filter(|cm| cm.name_any() == rollout.spec.config.name)
-            .map(|cm| {
-                (
-                    cm.namespace().unwrap_or_default(),
-                    ObservedTarget::from_config_map(cm),
-                )
-            })
-            .collect(),
-        ConfigKind::Secret => Api::<Secret>::all(ctx.client.clone())
-            .list(&lp)
-            .await
-            .map_err(|e| Error::kube("list targets", e))?
-            .items
-            .iter()
-            .filter(|s| s.name_any() == rollout.spec.config.name)
-            .map(|s| {
-                (
-                    s.namespace().unwrap_or_default(),
-                    ObservedTarget::from_secret(s),
-                )
-            })
-            .collect(),
-    };
-    Ok(pairs.into_iter().collect())
-}
-
 /// Whether the rollout `namespace/name` exists.
 async fn rollout_exists(ctx: &Context, key: &str) -> Result<bool, Error> {
     let Some((ns, name)) = key.split_once('/') else {
@@ -186,21 +145,35 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
     let config = resolve_config(ctx, rollout).await?;
     let namespaces = namespaces(ctx);
     let candidates = candidate_namespaces(rollout, &namespaces);
-    let targets = list_targets(ctx, rollout).await?;
-    let priors = PriorStore::new(ctx.client.clone(), rollout)?.load().await?;
+    let uid = rollout.uid().unwrap_or_default();
+    let priors = PriorStore::new(ctx.client.clone(), ctx.cache.clone(), rollout)?
+        .priors(ctx.cache.records(&uid));
+    let mut unreadable_priors = priors.unreadable.clone();
+    for (ns, (version, why)) in ctx.unreadable_priors(&uid) {
+        let same = priors
+            .current
+            .get(&ns)
+            .is_some_and(|r| r.resource_version.as_deref() == Some(version.as_str()));
+        if same {
+            unreadable_priors.insert(ns, why);
+        }
+    }
 
-    let mut target_states: BTreeMap<String, TargetState> = candidates
-        .iter()
-        .map(|ns| (ns.clone(), TargetState::default()))
-        .collect();
+    // Targets of this rollout's rings, and every target it holds a record of (a superseded
+    // revision may have written outside today's rings): from the cache, no request.
+    let (kind, name) = (rollout.spec.config.kind, &rollout.spec.config.name);
+    let mut interest = candidates.clone();
+    interest.extend(priors.current.keys().cloned());
+    let mut target_states: BTreeMap<String, TargetState> = BTreeMap::new();
     let mut claimed_by_others = BTreeMap::new();
-    for (ns, target) in &targets {
-        target_states.insert(ns.clone(), target.state());
-        if let Some(other) = target.rollout.as_deref().filter(|o| *o != key)
+    for ns in &interest {
+        let state = ctx.cache.target(kind, ns, name).unwrap_or_default();
+        if let Some(other) = state.rollout.as_deref().filter(|o| *o != key)
             && rollout_exists(ctx, other).await?
         {
             claimed_by_others.insert(ns.clone(), other.to_string());
         }
+        target_states.insert(ns.clone(), state);
     }
 
     let workloads = match &rollout.spec.workloads {
@@ -213,19 +186,17 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
         namespaces,
         targets: target_states,
         priors: priors
-            .targets
+            .current
             .iter()
-            .map(|(ns, e)| (ns.clone(), e.record()))
+            .filter(|(ns, _)| !unreadable_priors.contains_key(*ns))
+            .map(|(ns, r)| (ns.clone(), r.prior.record()))
             .collect(),
+        unreadable_priors,
         workloads,
         claimed_by_others,
         gate_results: Vec::new(),
     };
-    Ok(Observed {
-        world,
-        targets,
-        priors,
-    })
+    Ok(Observed { world, priors })
 }
 
 #[cfg(test)]

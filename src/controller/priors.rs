@@ -1,52 +1,79 @@
-//! Durable record of what each target held before the current rollback point first overwrote it.
+//! The prior-content store: what each target held before the current rollback point first
+//! overwrote it, kept durably so a rollback is exact.
 //!
-//! Layout: per rollout, shard objects in the rollout's namespace (`<rollout>-ringfence-priors`,
-//! `-priors-1`, ...), owned by the rollout and labelled with its uid. They are ConfigMaps, or
-//! Secrets when the rollout's kind is Secret, so secret data only ever lives in Secrets.
-//! Shard 0 holds the index (`index.json`: target namespace → existed, hashes, snapshot key and
-//! the metadata ringfence overwrites). Snapshots are content-addressed and deduplicated; a
-//! snapshot's JSON is cut into chunks (`s-<key>-<n>`) placed first-fit into shards so that no
-//! object nears the 1 MiB limit. The index is written last and with the shard's resourceVersion,
-//! so two writers cannot lose an entry and a reader never sees an entry without its snapshot.
+//! Layout: one record per target, beside it in the target's namespace, of the target's own
+//! kind (a Secret's prior stays a Secret, in the namespace it lived in), named
+//! [`record_name`]. A record holds the prior data exactly as stored (`data`/`binaryData`)
+//! and, in the `ringfence.dev/prior` annotation, whether the target existed, the content
+//! hash of that data, the revision and the ringfence labels and annotations it carried, and
+//! the rollback point (epoch) it belongs to. So recording a batch costs one write per target,
+//! whatever the size of the fleet, and a prior may be as large as the target itself.
+//!
+//! Guarantees:
+//! - **Protected**: each record carries the finalizer [`PRIOR_FINALIZER`], so an ordinary
+//!   `kubectl delete` (or a GitOps prune) only marks it; it stays readable until ringfence lets
+//!   it go (when its rollout is gone). Records outlive a rollback point: the next one reuses
+//!   them (an update), and a record of an older epoch never counts as a prior.
+//! - **Verified**: a record whose annotation does not parse, or whose data does not hash to
+//!   the recorded content hash, is unreadable and never restored from.
+//! - **One owner per target**: the record is created before the target is first written,
+//!   and creation is atomic in the API server, so when two rollouts race for a target exactly
+//!   one records it, and only that one writes it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use futures::{StreamExt, stream};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, Client, Resource, ResourceExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::{Api, Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::cache::Cache;
 use super::error::{Error, api_code};
-use super::targets::{ObservedTarget, Snapshot};
-use crate::api::{ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL};
+use super::targets::{ObservedTarget, Snapshot, fetch_target};
+use crate::api::{ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, ROLLOUT_ANNOTATION};
 use crate::engine::PriorRecord;
 
 /// Label with the owning rollout's uid (names can be longer than a label value allows).
 pub const PRIORS_OF_LABEL: &str = "ringfence.dev/priors-of";
-/// Annotation with a shard's position.
-pub const SHARD_ANNOTATION: &str = "ringfence.dev/priors-shard";
-const INDEX_KEY: &str = "index.json";
-/// Bytes of keys and values per shard: far enough under 1 MiB for metadata and encoding overhead.
-pub const SHARD_BUDGET: usize = 768 * 1024;
-/// Largest piece of one snapshot stored under a single key.
-pub const CHUNK_SIZE: usize = 256 * 1024;
-/// Attempts at an optimistic-concurrency write before giving up for this reconcile.
-const RECORD_ATTEMPTS: u32 = 5;
+/// Annotation with a record's [`PriorMeta`] as JSON.
+pub const PRIOR_ANNOTATION: &str = "ringfence.dev/prior";
+/// Keeps a record readable until ringfence lets it go.
+pub const PRIOR_FINALIZER: &str = "ringfence.dev/prior-protection";
+const RECORD_PREFIX: &str = "ringfence-prior-";
+/// Records written or read at once.
+const PARALLELISM: usize = 32;
+/// Page size when listing records.
+const PAGE: u32 = 500;
 
-/// What one target held before its first overwrite.
+/// Name of the record of the target `config_name`, within the 253-character name limit.
+pub fn record_name(config_name: &str) -> String {
+    let name = format!("{RECORD_PREFIX}{config_name}");
+    if name.len() <= 253 {
+        return name;
+    }
+    let digest = Sha256::digest(config_name.as_bytes());
+    let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let keep = 253 - short.len() - 1;
+    let head = name[..keep].trim_end_matches(['-', '.']);
+    format!("{head}-{short}")
+}
+
+/// What a record says about the prior, beside the data itself.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct IndexEntry {
+pub struct PriorMeta {
+    /// Rollback point the record belongs to (`status.priors.epoch`).
+    pub epoch: u64,
     pub existed: bool,
-    /// The engine's content hash of the data (what [`PriorRecord::content_hash`] reports).
+    /// The engine's content hash of the data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_hash: Option<String>,
-    /// Key of the snapshot with the exact data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<String>,
     /// `ringfence.dev/revision` the target carried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
@@ -56,585 +83,710 @@ pub struct IndexEntry {
     /// Prior values of the annotations ringfence sets.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The real prior was lost and a retry accepted it: never restored from.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
 }
 
-impl IndexEntry {
+impl PriorMeta {
+    fn of(epoch: u64, target: Option<&ObservedTarget>) -> Self {
+        match target {
+            None => Self {
+                epoch,
+                ..Self::default()
+            },
+            Some(t) => Self {
+                epoch,
+                existed: true,
+                content_hash: Some(t.content_hash.clone()),
+                revision: t.revision.clone(),
+                labels: t.owned_labels.clone(),
+                annotations: t.owned_annotations.clone(),
+                lost: false,
+            },
+        }
+    }
+
     pub fn record(&self) -> PriorRecord {
         PriorRecord {
             existed: self.existed,
             content_hash: self.content_hash.clone(),
             revision: self.revision.clone(),
+            lost: self.lost,
         }
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-struct Index {
-    targets: BTreeMap<String, IndexEntry>,
-    /// Snapshot key → number of chunks.
-    snapshots: BTreeMap<String, u32>,
+/// One record as listed (metadata only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordMeta {
+    pub prior: PriorMeta,
+    pub resource_version: Option<String>,
 }
 
-/// The store's logical content.
+/// The rollout's records, as listed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PriorState {
-    pub targets: BTreeMap<String, IndexEntry>,
-    /// Snapshot key → snapshot.
-    pub snapshots: BTreeMap<String, Snapshot>,
+pub struct Priors {
+    /// Records of the current rollback point, by target namespace.
+    pub current: BTreeMap<String, RecordMeta>,
+    /// Records of earlier rollback points, reused (updated) when the target is recorded again.
+    pub stale: BTreeMap<String, RecordMeta>,
+    /// Records that cannot be trusted, with why.
+    pub unreadable: BTreeMap<String, String>,
+    /// Resource versions of every record, for updates.
+    versions: BTreeMap<String, Option<String>>,
 }
 
-impl PriorState {
-    /// Adds the prior of a target unless one is recorded already: the first overwrite's prior is the one that counts.
-    pub fn add(&mut self, namespace: &str, target: Option<&ObservedTarget>) -> bool {
-        if self.targets.contains_key(namespace) {
-            return false;
-        }
-        let entry = match target {
-            None => IndexEntry::default(),
-            Some(t) => {
-                let key = snapshot_key(&t.snapshot);
-                self.snapshots
-                    .entry(key.clone())
-                    .or_insert_with(|| t.snapshot.clone());
-                IndexEntry {
-                    existed: true,
-                    content_hash: Some(t.content_hash.clone()),
-                    snapshot: Some(key),
-                    revision: t.revision.clone(),
-                    labels: t.owned_labels.clone(),
-                    annotations: t.owned_annotations.clone(),
-                }
-            }
-        };
-        self.targets.insert(namespace.to_string(), entry);
-        true
-    }
-
-    /// The snapshot a target's entry points at.
-    pub fn snapshot_of(&self, entry: &IndexEntry) -> Option<&Snapshot> {
-        entry.snapshot.as_ref().and_then(|k| self.snapshots.get(k))
-    }
+/// A prior fetched whole, for a restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchedPrior {
+    pub meta: PriorMeta,
+    pub snapshot: Snapshot,
 }
 
-/// Content address of a snapshot.
-pub fn snapshot_key(snapshot: &Snapshot) -> String {
-    let json = serde_json::to_vec(snapshot).unwrap_or_default();
-    let digest = Sha256::digest(&json);
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
-fn chunk_key(key: &str, n: u32) -> String {
-    format!("s-{key}-{n}")
-}
-
-fn size(data: &BTreeMap<String, String>) -> usize {
-    data.iter().map(|(k, v)| k.len() + v.len()).sum()
-}
-
-/// Cuts `s` into pieces of at most `max` bytes on char boundaries.
-fn chunks(s: &str, max: usize) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let mut end = rest.len().min(max);
-        while !rest.is_char_boundary(end) {
-            end -= 1;
-        }
-        let (head, tail) = rest.split_at(end);
-        out.push(head);
-        rest = tail;
-    }
-    if out.is_empty() {
-        out.push("");
-    }
-    out
-}
-
-/// Reads the logical state back from shard contents (shard 0 first).
-pub fn decode(shards: &[BTreeMap<String, String>]) -> Result<PriorState, Error> {
-    let Some(index) = shards.first().and_then(|s| s.get(INDEX_KEY)) else {
-        return Ok(PriorState::default());
-    };
-    let index: Index = serde_json::from_str(index)
-        .map_err(|e| Error::Priors(format!("index does not parse: {e}")))?;
-    let mut snapshots = BTreeMap::new();
-    for (key, count) in &index.snapshots {
-        let mut json = String::new();
-        for n in 0..*count {
-            let ck = chunk_key(key, n);
-            let piece = shards
-                .iter()
-                .find_map(|s| s.get(&ck))
-                .ok_or_else(|| Error::Priors(format!("snapshot {key} misses chunk {n}")))?;
-            json.push_str(piece);
-        }
-        let snapshot: Snapshot = serde_json::from_str(&json)
-            .map_err(|e| Error::Priors(format!("snapshot {key} does not parse: {e}")))?;
-        snapshots.insert(key.clone(), snapshot);
-    }
-    Ok(PriorState {
-        targets: index.targets,
-        snapshots,
-    })
-}
-
-/// Lays `state` out over shards, keeping chunks where they already are so that recording a
-/// new target rewrites as few objects as possible. Unreferenced snapshots are dropped.
-pub fn layout(
-    current: &[BTreeMap<String, String>],
-    state: &PriorState,
-) -> Result<Vec<BTreeMap<String, String>>, Error> {
-    let mut index = Index {
-        targets: state.targets.clone(),
-        snapshots: BTreeMap::new(),
-    };
-    let referenced: BTreeMap<&String, &Snapshot> = state
-        .targets
-        .values()
-        .filter_map(|e| e.snapshot.as_ref())
-        .filter_map(|k| state.snapshots.get(k).map(|s| (k, s)))
-        .collect();
-
-    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
-    for (key, snapshot) in &referenced {
-        let json = serde_json::to_string(snapshot).map_err(|e| Error::Priors(e.to_string()))?;
-        let pieces = chunks(&json, CHUNK_SIZE);
-        index.snapshots.insert((*key).clone(), pieces.len() as u32);
-        for (n, piece) in pieces.into_iter().enumerate() {
-            wanted.insert(chunk_key(key, n as u32), piece.to_string());
-        }
-    }
-
-    let mut shards: Vec<BTreeMap<String, String>> = current
-        .iter()
-        .map(|s| {
-            s.iter()
-                .filter(|(k, v)| wanted.get(*k) == Some(*v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .collect();
-    if shards.is_empty() {
-        shards.push(BTreeMap::new());
-    }
-    for s in &shards {
-        for k in s.keys() {
-            wanted.remove(k);
-        }
-    }
-    let index_json = serde_json::to_string(&index).map_err(|e| Error::Priors(e.to_string()))?;
-    let index_size = INDEX_KEY.len() + index_json.len();
-    if index_size > SHARD_BUDGET {
-        return Err(Error::Priors(format!(
-            "the index for {} targets exceeds the {SHARD_BUDGET}-byte shard budget",
-            index.targets.len()
-        )));
-    }
-    // Reserve the index's room in shard 0 before placing chunks.
-    let room = |i: usize, s: &BTreeMap<String, String>| {
-        let reserved = if i == 0 { index_size } else { 0 };
-        SHARD_BUDGET.saturating_sub(size(s) + reserved)
-    };
-    if size(&shards[0]) + index_size > SHARD_BUDGET {
-        // Shard 0 overflowed as the index grew: move its chunks out to make room.
-        let moved: Vec<(String, String)> = std::mem::take(&mut shards[0]).into_iter().collect();
-        wanted.extend(moved);
-    }
-    for (k, v) in wanted {
-        let need = k.len() + v.len();
-        let slot = (0..shards.len()).find(|&i| room(i, &shards[i]) >= need);
-        let i = match slot {
-            Some(i) => i,
-            None => {
-                shards.push(BTreeMap::new());
-                shards.len() - 1
-            }
-        };
-        shards[i].insert(k, v);
-    }
-    shards[0].insert(INDEX_KEY.to_string(), index_json);
-    while shards.len() > 1 && shards.last().is_some_and(BTreeMap::is_empty) {
-        shards.pop();
-    }
-    Ok(shards)
-}
-
-/// Name of shard `n` of a rollout's store, within the 253-character name limit.
-pub fn shard_name(rollout: &str, n: usize) -> String {
-    let suffix = if n == 0 {
-        "-ringfence-priors".to_string()
-    } else {
-        format!("-ringfence-priors-{n}")
-    };
-    if rollout.len() + suffix.len() <= 253 {
-        return format!("{rollout}{suffix}");
-    }
-    let digest = Sha256::digest(rollout.as_bytes());
-    let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let keep = 253 - suffix.len() - short.len() - 1;
-    let mut head = &rollout[..keep];
-    head = head.trim_end_matches(['-', '.']);
-    format!("{head}-{short}{suffix}")
-}
-
-/// One stored shard as read from the API.
-#[derive(Clone, Debug)]
-struct Shard {
-    name: String,
-    resource_version: Option<String>,
-    data: BTreeMap<String, String>,
+/// Why recording one target's prior failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Another rollout's record claims the target.
+    #[error("target is claimed by rollout {0}")]
+    Claimed(String),
+    /// The target already carries this rollout's in-flight content: its real prior was lost.
+    #[error("target already holds revision {0} of this rollout: its prior content was lost")]
+    PriorLost(String),
+    #[error(transparent)]
+    Api(#[from] Error),
 }
 
 /// A rollout's prior store in the API.
 pub struct PriorStore {
     client: Client,
+    cache: Arc<Cache>,
     kind: ConfigKind,
-    namespace: String,
-    rollout: String,
-    owner: OwnerReference,
+    config_name: String,
     uid: String,
+    key: String,
+    epoch: u64,
+    stable: Option<String>,
 }
 
 impl PriorStore {
-    pub fn new(client: Client, rollout: &ConfigRollout) -> Result<Self, Error> {
-        let owner = rollout
-            .controller_owner_ref(&())
+    pub fn new(client: Client, cache: Arc<Cache>, rollout: &ConfigRollout) -> Result<Self, Error> {
+        let uid = rollout
+            .uid()
             .ok_or_else(|| Error::InvalidObject("ConfigRollout has no uid".into()))?;
+        let status = rollout.status.as_ref();
         Ok(Self {
             client,
+            cache,
             kind: rollout.spec.config.kind,
-            namespace: rollout.namespace().unwrap_or_default(),
-            rollout: rollout.name_any(),
-            uid: owner.uid.clone(),
-            owner,
+            config_name: rollout.spec.config.name.clone(),
+            uid,
+            key: format!(
+                "{}/{}",
+                rollout.namespace().unwrap_or_default(),
+                rollout.name_any()
+            ),
+            epoch: status
+                .and_then(|s| s.priors.as_ref())
+                .map_or(0, |p| p.epoch),
+            stable: status.and_then(|s| s.stable_revision.clone()),
         })
     }
 
-    fn selector(&self) -> String {
-        format!("{PRIORS_OF_LABEL}={}", self.uid)
-    }
-
-    fn meta(&self, n: usize, resource_version: Option<String>) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(shard_name(&self.rollout, n)),
-            namespace: Some(self.namespace.clone()),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string()),
-                (PRIORS_OF_LABEL.to_string(), self.uid.clone()),
-            ])),
-            annotations: Some(BTreeMap::from([(
-                SHARD_ANNOTATION.to_string(),
-                n.to_string(),
-            )])),
-            owner_references: Some(vec![self.owner.clone()]),
-            resource_version,
-            ..ObjectMeta::default()
-        }
-    }
-
-    async fn read(&self) -> Result<Vec<Shard>, Error> {
-        let lp = ListParams::default().labels(&self.selector());
-        let mut shards: Vec<(usize, Shard)> = match self.kind {
-            ConfigKind::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-                let list = api
-                    .list(&lp)
-                    .await
-                    .map_err(|e| Error::kube("list prior shards", e))?;
-                list.items
-                    .into_iter()
-                    .map(|cm| {
-                        (
-                            shard_index(&cm.metadata),
-                            to_shard(cm.metadata, cm.data.unwrap_or_default()),
-                        )
-                    })
-                    .collect()
-            }
-            ConfigKind::Secret => {
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-                let list = api
-                    .list(&lp)
-                    .await
-                    .map_err(|e| Error::kube("list prior shards", e))?;
-                list.items
-                    .into_iter()
-                    .map(|s| {
-                        let data = s
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                            .collect();
-                        (shard_index(&s.metadata), to_shard(s.metadata, data))
-                    })
-                    .collect()
-            }
-        };
-        shards.sort_by_key(|(n, _)| *n);
-        Ok(shards.into_iter().map(|(_, s)| s).collect())
-    }
-
-    /// The recorded state.
-    pub async fn load(&self) -> Result<PriorState, Error> {
-        let shards = self.read().await?;
-        decode(&shards.into_iter().map(|s| s.data).collect::<Vec<_>>())
-    }
-
-    /// Records the prior of each target not recorded yet (None = the target does not exist).
-    pub async fn record(
-        &self,
-        targets: &[(String, Option<&ObservedTarget>)],
-    ) -> Result<PriorState, Error> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let shards = self.read().await?;
-            let contents: Vec<_> = shards.iter().map(|s| s.data.clone()).collect();
-            let mut state = decode(&contents)?;
-            let mut changed = false;
-            for (ns, target) in targets {
-                changed |= state.add(ns, *target);
-            }
-            if !changed {
-                return Ok(state);
-            }
-            let laid = layout(&contents, &state)?;
-            match self.write(&shards, &laid).await {
-                Ok(()) => return Ok(state),
-                Err(e) if is_conflict(&e) && attempt < RECORD_ATTEMPTS => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Writes changed shards, overflow shards first and shard 0 (the index) last.
-    async fn write(
-        &self,
-        current: &[Shard],
-        laid: &[BTreeMap<String, String>],
-    ) -> Result<(), Error> {
-        for n in (0..laid.len().max(current.len())).rev() {
-            let old = current.get(n);
-            let new = laid.get(n).cloned().unwrap_or_default();
-            if old.is_some_and(|o| o.data == new) {
+    /// The rollout's records, sorted by rollback point, from their listed metadata.
+    pub fn priors(&self, metas: Vec<ObjectMeta>) -> Priors {
+        let name = record_name(&self.config_name);
+        let mut priors = Priors::default();
+        for meta in metas {
+            if meta.name.as_deref() != Some(name.as_str()) {
                 continue;
             }
-            let rv = old.and_then(|o| o.resource_version.clone());
-            self.put(n, rv, new).await?;
+            let Some(ns) = meta.namespace.clone() else {
+                continue;
+            };
+            priors
+                .versions
+                .insert(ns.clone(), meta.resource_version.clone());
+            let parsed = meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(PRIOR_ANNOTATION))
+                .map(|json| serde_json::from_str::<PriorMeta>(json));
+            let prior = match parsed {
+                Some(Ok(prior)) => prior,
+                Some(Err(e)) => {
+                    priors
+                        .unreadable
+                        .insert(ns, format!("malformed {PRIOR_ANNOTATION}: {e}"));
+                    continue;
+                }
+                None => {
+                    priors
+                        .unreadable
+                        .insert(ns, format!("{PRIOR_ANNOTATION} is missing"));
+                    continue;
+                }
+            };
+            let record = RecordMeta {
+                prior,
+                resource_version: meta.resource_version,
+            };
+            if record.prior.epoch == self.epoch {
+                priors.current.insert(ns, record);
+            } else {
+                priors.stale.insert(ns, record);
+            }
         }
-        Ok(())
+        // An unreadable record of an older rollback point is simply replaced.
+        priors
+            .unreadable
+            .retain(|ns, _| !priors.stale.contains_key(ns));
+        priors
     }
 
+    /// Records the prior of each target in `namespaces` (read whole from the API just
+    /// before), returning the failures by namespace.
+    pub async fn record(
+        &self,
+        namespaces: &[String],
+        priors: &Priors,
+    ) -> Vec<(String, RecordError)> {
+        let results: Vec<(String, Result<(), RecordError>)> =
+            stream::iter(namespaces.iter().cloned().map(|ns| async move {
+                let result = self.record_one(&ns, priors).await;
+                (ns, result)
+            }))
+            .buffer_unordered(PARALLELISM)
+            .collect()
+            .await;
+        results
+            .into_iter()
+            .filter_map(|(ns, r)| r.err().map(|e| (ns, e)))
+            .collect()
+    }
+
+    /// Records that the priors of `namespaces` are lost (a retry accepted it): each record
+    /// is written anew with no content, so nothing is ever restored from it.
+    pub async fn record_lost(
+        &self,
+        namespaces: &[String],
+        priors: &Priors,
+    ) -> Vec<(String, RecordError)> {
+        let lost = PriorMeta {
+            epoch: self.epoch,
+            lost: true,
+            ..PriorMeta::default()
+        };
+        let lost = &lost;
+        let results: Vec<(String, Result<(), RecordError>)> =
+            stream::iter(namespaces.iter().cloned().map(|ns| async move {
+                let rv = priors.versions.get(&ns).cloned().flatten();
+                let result = match self.put(&ns, lost, &Snapshot::default(), rv.clone()).await {
+                    Err(RecordError::Api(Error::Kube { source, .. }))
+                        if rv.is_none() && api_code(&source) == Some(409) =>
+                    {
+                        self.take_over(&ns, lost, &Snapshot::default()).await
+                    }
+                    other => other,
+                };
+                (ns, result)
+            }))
+            .buffer_unordered(PARALLELISM)
+            .collect()
+            .await;
+        results
+            .into_iter()
+            .filter_map(|(ns, r)| r.err().map(|e| (ns, e)))
+            .collect()
+    }
+
+    async fn record_one(&self, ns: &str, priors: &Priors) -> Result<(), RecordError> {
+        if priors.current.contains_key(ns) {
+            return Ok(());
+        }
+        let target = fetch_target(&self.client, self.kind, ns, &self.config_name)
+            .await?
+            .map(|(t, _)| t);
+        if let Some(t) = &target
+            && t.rollout.as_deref() == Some(self.key.as_str())
+            && let Some(revision) = t.revision.as_deref()
+            && Some(revision) != self.stable.as_deref()
+        {
+            return Err(RecordError::PriorLost(revision.to_string()));
+        }
+        let meta = PriorMeta::of(self.epoch, target.as_ref());
+        let snapshot = target.map(|t| t.snapshot).unwrap_or_default();
+        match priors.versions.get(ns) {
+            Some(rv) => self.put(ns, &meta, &snapshot, rv.clone()).await,
+            None => match self.put(ns, &meta, &snapshot, None).await {
+                Err(RecordError::Api(Error::Kube { source, .. }))
+                    if api_code(&source) == Some(409) =>
+                {
+                    self.take_over(ns, &meta, &snapshot).await
+                }
+                other => other,
+            },
+        }
+    }
+
+    /// A record already exists though the listing showed none: ours (a listing that lagged)
+    /// is updated unless it already serves this rollback point; another rollout's is a claim.
+    async fn take_over(
+        &self,
+        ns: &str,
+        meta: &PriorMeta,
+        snapshot: &Snapshot,
+    ) -> Result<(), RecordError> {
+        let name = record_name(&self.config_name);
+        let found = match self.kind {
+            ConfigKind::ConfigMap => get_meta::<ConfigMap>(&self.client, ns, &name).await,
+            ConfigKind::Secret => get_meta::<Secret>(&self.client, ns, &name).await,
+        }?;
+        let Some(found) = found else {
+            return self.put(ns, meta, snapshot, None).await;
+        };
+        let owner = found.labels.as_ref().and_then(|l| l.get(PRIORS_OF_LABEL));
+        if owner != Some(&self.uid) {
+            let claimant = found
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ROLLOUT_ANNOTATION))
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_string());
+            return Err(RecordError::Claimed(claimant));
+        }
+        let epoch = found
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PRIOR_ANNOTATION))
+            .and_then(|j| serde_json::from_str::<PriorMeta>(j).ok())
+            .map(|p| p.epoch);
+        if epoch == Some(self.epoch) && !meta.lost {
+            return Ok(());
+        }
+        self.put(ns, meta, snapshot, found.resource_version).await
+    }
+
+    fn record_meta(
+        &self,
+        ns: &str,
+        prior: &PriorMeta,
+        resource_version: Option<String>,
+    ) -> Result<ObjectMeta, Error> {
+        record_metadata(
+            &self.config_name,
+            ns,
+            &self.uid,
+            &self.key,
+            prior,
+            resource_version,
+        )
+    }
+
+    /// Creates the record (no resource version) or replaces it (guarded by one).
     async fn put(
         &self,
-        n: usize,
+        ns: &str,
+        prior: &PriorMeta,
+        snapshot: &Snapshot,
         resource_version: Option<String>,
-        data: BTreeMap<String, String>,
-    ) -> Result<(), Error> {
-        let name = shard_name(&self.rollout, n);
+    ) -> Result<(), RecordError> {
+        let name = record_name(&self.config_name);
+        let replace = resource_version.is_some();
+        let metadata = self.record_meta(ns, prior, resource_version)?;
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PostParams::default()
         };
-        let exists = resource_version.is_some();
-        let meta = self.meta(n, resource_version);
         let result = match self.kind {
             ConfigKind::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
                 let cm = ConfigMap {
-                    metadata: meta,
-                    data: Some(data),
+                    metadata,
+                    data: Some(snapshot.data.clone()),
+                    binary_data: Some(
+                        snapshot
+                            .binary_data
+                            .iter()
+                            .map(|(k, v)| (k.clone(), ByteString(decode_b64(v))))
+                            .collect(),
+                    ),
                     ..ConfigMap::default()
                 };
-                if exists {
-                    api.replace(&name, &pp, &cm).await.map(drop)
+                if replace {
+                    api.replace(&name, &pp, &cm).await.map(|o| o.metadata)
                 } else {
-                    api.create(&pp, &cm).await.map(drop)
+                    api.create(&pp, &cm).await.map(|o| o.metadata)
                 }
             }
             ConfigKind::Secret => {
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
                 let secret = Secret {
-                    metadata: meta,
+                    metadata,
                     data: Some(
-                        data.into_iter()
-                            .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                        snapshot
+                            .data
+                            .iter()
+                            .map(|(k, v)| (k.clone(), ByteString(decode_b64(v))))
                             .collect(),
                     ),
                     ..Secret::default()
                 };
-                if exists {
-                    api.replace(&name, &pp, &secret).await.map(drop)
+                if replace {
+                    api.replace(&name, &pp, &secret).await.map(|o| o.metadata)
                 } else {
-                    api.create(&pp, &secret).await.map(drop)
+                    api.create(&pp, &secret).await.map(|o| o.metadata)
                 }
             }
         };
-        result.map_err(|e| Error::kube(format!("write prior shard {name}"), e))
-    }
-
-    /// Deletes every shard: the rollback point moved on.
-    pub async fn forget(&self) -> Result<(), Error> {
-        for shard in self.read().await? {
-            let res = match self.kind {
-                ConfigKind::ConfigMap => {
-                    Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
-                        .delete(&shard.name, &DeleteParams::default())
-                        .await
-                        .map(drop)
-                }
-                ConfigKind::Secret => {
-                    Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
-                        .delete(&shard.name, &DeleteParams::default())
-                        .await
-                        .map(drop)
-                }
-            };
-            match res {
-                Ok(()) => {}
-                Err(e) if api_code(&e) == Some(404) => {}
-                Err(e) => return Err(Error::kube(format!("delete prior shard {}", shard.name), e)),
-            }
-        }
+        let written = result
+            .map_err(|e| RecordError::Api(Error::kube(format!("record prior {ns}/{name}"), e)))?;
+        self.cache.recorded(&written);
         Ok(())
     }
+
+    /// Reads a record whole and checks it: its data must hash to the recorded content hash.
+    pub async fn fetch(&self, ns: &str) -> Result<FetchedPrior, Error> {
+        let name = record_name(&self.config_name);
+        let what = format!("read prior {ns}/{name}");
+        let (meta, snapshot) = match self.kind {
+            ConfigKind::ConfigMap => {
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+                let cm = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| Error::kube(&what, e))?
+                    .ok_or_else(|| Error::MissingPrior(ns.to_string()))?;
+                let t = ObservedTarget::from_config_map(&cm);
+                (cm.metadata, t.snapshot)
+            }
+            ConfigKind::Secret => {
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+                let s = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| Error::kube(&what, e))?
+                    .ok_or_else(|| Error::MissingPrior(ns.to_string()))?;
+                let t = ObservedTarget::from_secret(&s);
+                (s.metadata, t.snapshot)
+            }
+        };
+        verify(ns, self.kind, self.epoch, &self.uid, &meta, snapshot)
+    }
 }
 
-fn is_conflict(e: &Error) -> bool {
-    // 409: resourceVersion moved or the shard was created meanwhile.
-    matches!(e, Error::Kube { source, .. } if api_code(source) == Some(409))
+/// A record's metadata: labels, the rollout annotation, the prior and the finalizer.
+fn record_metadata(
+    config_name: &str,
+    ns: &str,
+    uid: &str,
+    key: &str,
+    prior: &PriorMeta,
+    resource_version: Option<String>,
+) -> Result<ObjectMeta, Error> {
+    let json = serde_json::to_string(prior).map_err(|e| Error::Priors(e.to_string()))?;
+    Ok(ObjectMeta {
+        name: Some(record_name(config_name)),
+        namespace: Some(ns.to_string()),
+        labels: Some(BTreeMap::from([
+            (MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string()),
+            (PRIORS_OF_LABEL.to_string(), uid.to_string()),
+        ])),
+        annotations: Some(BTreeMap::from([
+            (ROLLOUT_ANNOTATION.to_string(), key.to_string()),
+            (PRIOR_ANNOTATION.to_string(), json),
+        ])),
+        finalizers: Some(vec![PRIOR_FINALIZER.to_string()]),
+        resource_version,
+        ..ObjectMeta::default()
+    })
 }
 
-fn shard_index(meta: &ObjectMeta) -> usize {
-    meta.annotations
+/// Checks a fetched record: ours, of this rollback point, its data as recorded.
+fn verify(
+    ns: &str,
+    kind: ConfigKind,
+    epoch: u64,
+    uid: &str,
+    meta: &ObjectMeta,
+    snapshot: Snapshot,
+) -> Result<FetchedPrior, Error> {
+    let unreadable = |why: String| Error::UnreadablePrior {
+        namespace: ns.to_string(),
+        why,
+    };
+    if meta
+        .labels
         .as_ref()
-        .and_then(|a| a.get(SHARD_ANNOTATION))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(usize::MAX)
+        .and_then(|l| l.get(PRIORS_OF_LABEL))
+        .map(String::as_str)
+        != Some(uid)
+    {
+        return Err(unreadable("the record belongs to another rollout".into()));
+    }
+    let prior: PriorMeta = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PRIOR_ANNOTATION))
+        .ok_or_else(|| unreadable(format!("{PRIOR_ANNOTATION} is missing")))
+        .and_then(|j| {
+            serde_json::from_str(j)
+                .map_err(|e| unreadable(format!("malformed {PRIOR_ANNOTATION}: {e}")))
+        })?;
+    if prior.epoch != epoch {
+        return Err(Error::MissingPrior(ns.to_string()));
+    }
+    if prior.existed {
+        let hash = snapshot.content_hash(kind);
+        if prior.content_hash.as_deref() != Some(hash.as_str()) {
+            return Err(unreadable(
+                "its data does not match its recorded content hash".into(),
+            ));
+        }
+    }
+    Ok(FetchedPrior {
+        meta: prior,
+        snapshot,
+    })
 }
 
-fn to_shard(meta: ObjectMeta, data: BTreeMap<String, String>) -> Shard {
-    Shard {
-        name: meta.name.unwrap_or_default(),
-        resource_version: meta.resource_version,
-        data,
+fn decode_b64(v: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(v)
+        .unwrap_or_else(|_| v.as_bytes().to_vec())
+}
+
+async fn list_meta<K>(client: &Client, selector: &str) -> Result<Vec<ObjectMeta>, Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let mut out = Vec::new();
+    let mut lp = ListParams::default().labels(selector).limit(PAGE);
+    loop {
+        let page = api
+            .list_metadata(&lp)
+            .await
+            .map_err(|e| Error::kube("list prior records", e))?;
+        out.extend(
+            page.items
+                .into_iter()
+                .map(|m: PartialObjectMeta<K>| m.metadata),
+        );
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+async fn get_meta<K>(client: &Client, ns: &str, name: &str) -> Result<Option<ObjectMeta>, Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.get_metadata_opt(name)
+        .await
+        .map(|m| m.map(|m| m.metadata))
+        .map_err(|e| Error::kube(format!("read prior {ns}/{name}"), e))
+}
+
+/// Lets go of the records of rollouts that no longer exist: their finalizer is removed
+/// and they are deleted. A record whose uid is in `live` is kept without a look; any other
+/// is let go only once its rollout is confirmed gone (or replaced by one with another uid).
+/// Returns how many were let go.
+pub async fn release_orphans(
+    client: &Client,
+    live: &std::collections::HashSet<String>,
+) -> Result<usize, Error> {
+    let mut released = 0;
+    for kind in [ConfigKind::ConfigMap, ConfigKind::Secret] {
+        let metas = match kind {
+            ConfigKind::ConfigMap => list_meta::<ConfigMap>(client, PRIORS_OF_LABEL).await,
+            ConfigKind::Secret => list_meta::<Secret>(client, PRIORS_OF_LABEL).await,
+        }?;
+        for meta in metas {
+            let Some(uid) = meta.labels.as_ref().and_then(|l| l.get(PRIORS_OF_LABEL)) else {
+                continue;
+            };
+            if live.contains(uid) || rollout_lives(client, &meta, uid).await? {
+                continue;
+            }
+            let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+                continue;
+            };
+            release(client, kind, ns, name, &meta).await?;
+            released += 1;
+        }
+    }
+    Ok(released)
+}
+
+/// Whether the rollout a record names still exists with the record's uid. Unknown
+/// (unreadable, not permitted) counts as alive: a record is never let go on a guess.
+async fn rollout_lives(client: &Client, meta: &ObjectMeta, uid: &str) -> Result<bool, Error> {
+    let Some((ns, name)) = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ROLLOUT_ANNOTATION))
+        .and_then(|k| k.split_once('/'))
+    else {
+        return Ok(true);
+    };
+    let api: Api<kube::core::DeserializeGuard<ConfigRollout>> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(found)) => Ok(found.uid().as_deref() == Some(uid)),
+        Ok(None) => Ok(false),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot tell whether a record's rollout exists");
+            Ok(true)
+        }
+    }
+}
+
+async fn release(
+    client: &Client,
+    kind: ConfigKind,
+    ns: &str,
+    name: &str,
+    meta: &ObjectMeta,
+) -> Result<(), Error> {
+    let finalizers: Vec<&String> = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != PRIOR_FINALIZER)
+        .collect();
+    let patch = Patch::Merge(serde_json::json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version},
+    }));
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    let what = format!("release prior {ns}/{name}");
+    let ok_if_gone = |r: Result<(), kube::Error>| match r {
+        Err(e) if api_code(&e) == Some(404) => Ok(()),
+        other => other.map_err(|e| Error::kube(&what, e)),
+    };
+    match kind {
+        ConfigKind::ConfigMap => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            ok_if_gone(api.patch(name, &pp, &patch).await.map(drop))?;
+            ok_if_gone(api.delete(name, &DeleteParams::default()).await.map(drop))
+        }
+        ConfigKind::Secret => {
+            let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+            ok_if_gone(api.patch(name, &pp, &patch).await.map(drop))?;
+            ok_if_gone(api.delete(name, &DeleteParams::default()).await.map(drop))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    fn target(data: &[(&str, &str)]) -> ObservedTarget {
-        ObservedTarget {
-            snapshot: Snapshot {
-                data: data
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                binary_data: BTreeMap::new(),
-            },
-            content_hash: "h".into(),
-            ..ObservedTarget::default()
+    fn observed(data: &BTreeMap<String, String>) -> ObservedTarget {
+        let cm = ConfigMap {
+            data: Some(data.clone()),
+            ..ConfigMap::default()
+        };
+        ObservedTarget::from_config_map(&cm)
+    }
+
+    /// Ways a record can be damaged after it was written.
+    #[derive(Clone, Debug)]
+    enum Damage {
+        None,
+        EditValue(usize),
+        DropKey(usize),
+        AddKey,
+        MangleAnnotation(usize),
+        DropAnnotation,
+        OtherEpoch,
+        OtherOwner,
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            Just(Damage::None),
+            any::<usize>().prop_map(Damage::EditValue),
+            any::<usize>().prop_map(Damage::DropKey),
+            Just(Damage::AddKey),
+            any::<usize>().prop_map(Damage::MangleAnnotation),
+            Just(Damage::DropAnnotation),
+            Just(Damage::OtherEpoch),
+            Just(Damage::OtherOwner),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens to a record by accident or a careless edit, reading it back either
+        /// fails or yields exactly what was recorded: a wrong restore is never the outcome.
+        /// (A forged record, annotation and data rewritten to agree, is for RBAC to prevent.)
+        #[test]
+        fn a_damaged_record_is_never_read_as_a_different_prior(
+            data in prop::collection::btree_map("[a-z.]{1,8}", "[ -~]{0,16}", 1..6),
+            damage in damage(),
+        ) {
+            let target = observed(&data);
+            let prior = PriorMeta::of(3, Some(&target));
+            let mut meta =
+                record_metadata("flags", "cell-1", "uid-1", "platform/flags", &prior, None).unwrap();
+            let mut snapshot = target.snapshot.clone();
+            let keys: Vec<String> = snapshot.data.keys().cloned().collect();
+            let annotations = meta.annotations.as_mut().unwrap();
+            match &damage {
+                Damage::None => {}
+                Damage::EditValue(i) => {
+                    let k = &keys[i % keys.len()];
+                    snapshot.data.entry(k.clone()).and_modify(|v| v.push('!'));
+                }
+                Damage::DropKey(i) => {
+                    snapshot.data.remove(&keys[i % keys.len()]);
+                }
+                Damage::AddKey => {
+                    snapshot.data.insert("zz-added".into(), "x".into());
+                }
+                Damage::MangleAnnotation(i) => {
+                    let json = annotations.get_mut(PRIOR_ANNOTATION).unwrap();
+                    let cut = i % json.len();
+                    json.truncate(cut);
+                }
+                Damage::DropAnnotation => {
+                    annotations.remove(PRIOR_ANNOTATION);
+                }
+                Damage::OtherEpoch => {
+                    let other = PriorMeta { epoch: 2, ..prior.clone() };
+                    annotations.insert(PRIOR_ANNOTATION.into(), serde_json::to_string(&other).unwrap());
+                }
+                Damage::OtherOwner => {
+                    meta.labels.as_mut().unwrap().insert(PRIORS_OF_LABEL.into(), "uid-2".into());
+                }
+            }
+            let read = verify("cell-1", ConfigKind::ConfigMap, 3, "uid-1", &meta, snapshot);
+            match read {
+                Ok(got) => {
+                    prop_assert_eq!(&got.meta, &prior);
+                    prop_assert_eq!(&got.snapshot, &target.snapshot);
+                }
+                Err(_) => prop_assert!(!matches!(damage, Damage::None)),
+            }
         }
     }
 
     #[test]
-    fn identical_priors_share_one_snapshot() {
-        let a = target(&[("k", "v")]);
-        let b = target(&[("k", "v")]);
-        let c = target(&[("k", "other")]);
-        let mut state = PriorState::default();
-        state.add("ns-a", Some(&a));
-        state.add("ns-b", Some(&b));
-        state.add("ns-c", Some(&c));
-        state.add("ns-d", None);
-        assert_eq!(state.snapshots.len(), 2);
-        assert!(!state.targets["ns-d"].existed);
-        let shards = layout(&[], &state).unwrap();
-        assert_eq!(shards.len(), 1);
-        assert_eq!(decode(&shards).unwrap(), state);
-    }
-
-    #[test]
-    fn first_recorded_prior_wins() {
-        let mut state = PriorState::default();
-        assert!(state.add("ns", None));
-        assert!(!state.add("ns", Some(&target(&[("k", "new")]))));
-        assert!(!state.targets["ns"].existed);
-    }
-
-    #[test]
-    fn large_priors_split_across_shards_under_budget() {
-        let mut state = PriorState::default();
-        for i in 0..6 {
-            // ~900 KiB each, multi-byte characters included to exercise char boundaries.
-            let big: String = format!("{i}é").repeat(300 * 1024);
-            state.add(&format!("ns-{i}"), Some(&target(&[("blob", &big)])));
-        }
-        let shards = layout(&[], &state).unwrap();
-        assert!(shards.len() >= 6, "{} shards", shards.len());
-        for s in &shards {
-            assert!(size(s) <= SHARD_BUDGET, "shard of {} bytes", size(s));
-        }
-        assert!(shards[0].contains_key(INDEX_KEY));
-        assert_eq!(decode(&shards).unwrap(), state);
-    }
-
-    #[test]
-    fn adding_a_target_keeps_existing_chunks_in_place() {
-        let mut state = PriorState::default();
-        let big = "x".repeat(600 * 1024);
-        state.add("a", Some(&target(&[("k", &big)])));
-        let first = layout(&[], &state).unwrap();
-        state.add("b", Some(&target(&[("k", &"y".repeat(600 * 1024))])));
-        let second = layout(&first, &state).unwrap();
-        for (k, v) in first.iter().skip(1).flatten() {
-            assert!(
-                second.iter().skip(1).any(|s| s.get(k) == Some(v)),
-                "chunk {k} moved"
-            );
-        }
-        assert_eq!(decode(&second).unwrap(), state);
-    }
-
-    #[test]
-    fn dropped_targets_free_their_snapshots() {
-        let mut state = PriorState::default();
-        state.add("a", Some(&target(&[("k", "v")])));
-        let shards = layout(&[], &state).unwrap();
-        state.targets.clear();
-        let shards = layout(&shards, &state).unwrap();
-        assert_eq!(shards.len(), 1);
-        assert_eq!(shards[0].len(), 1);
-    }
-
-    #[test]
-    fn missing_chunk_is_an_error_not_a_panic() {
-        let mut state = PriorState::default();
-        state.add("a", Some(&target(&[("k", "v")])));
-        let mut shards = layout(&[], &state).unwrap();
-        shards[0].retain(|k, _| k == INDEX_KEY);
-        assert!(matches!(decode(&shards), Err(Error::Priors(_))));
-        assert!(decode(&[BTreeMap::from([(INDEX_KEY.to_string(), "{".to_string())])]).is_err());
-    }
-
-    #[test]
-    fn shard_names_fit_the_name_limit() {
-        assert_eq!(shard_name("flags", 0), "flags-ringfence-priors");
-        assert_eq!(shard_name("flags", 2), "flags-ringfence-priors-2");
-        let long = "a".repeat(250);
-        let name = shard_name(&long, 12);
-        assert!(name.len() <= 253);
-        assert_ne!(shard_name(&long, 12), shard_name(&"b".repeat(250), 12));
-    }
-
-    #[test]
-    fn chunks_respect_char_boundaries() {
-        let s = "é".repeat(10);
-        let parts = chunks(&s, 3);
-        assert!(parts.iter().all(|p| p.len() <= 3));
-        assert_eq!(parts.concat(), s);
+    fn record_names_fit_the_name_limit() {
+        assert_eq!(record_name("flags"), "ringfence-prior-flags");
+        let long = "a".repeat(253);
+        let name = record_name(&long);
+        assert!(name.len() <= 253, "{}", name.len());
+        assert_ne!(record_name(&long), record_name(&"b".repeat(253)));
     }
 }

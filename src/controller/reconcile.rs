@@ -1,5 +1,6 @@
 //! One reconcile: observe → evaluate gates → engine decides → apply actions → events → status.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,12 +14,15 @@ use tracing::{Instrument, field};
 use super::context::Context;
 use super::error::{Error, backoff};
 use super::observe::{Observed, observe, rollout_key};
-use super::priors::PriorStore;
+use super::priors::{PriorStore, RecordError};
 use super::status;
-use super::targets::{Desired, ObservedTarget, TargetWriter};
+use super::targets::{Desired, TargetWriter};
 use super::workloads;
 use crate::api::{ABORT_ANNOTATION, ConfigRollout, PROMOTE_ANNOTATION, RETRY_ANNOTATION};
-use crate::engine::{self, Action as EngineAction, Decision, Inputs, Requests, RolloutMeta};
+use crate::engine::{
+    self, Action as EngineAction, ActionFailure, Decision, FailureReason, Inputs, Requests,
+    RolloutMeta,
+};
 
 /// How long a reconcile waits for the watch caches before backing off.
 const CACHE_SYNC_WAIT: Duration = Duration::from_secs(30);
@@ -105,6 +109,10 @@ async fn reconcile_rollout(
     let synced = async {
         ctx.namespaces.wait_until_ready().await.is_ok()
             && ctx.rollouts.wait_until_ready().await.is_ok()
+            && {
+                ctx.cache.wait_until_ready().await;
+                true
+            }
     };
     if !tokio::time::timeout(CACHE_SYNC_WAIT, synced)
         .await
@@ -144,11 +152,7 @@ async fn reconcile_rollout(
         now,
     });
     if !requests.is_empty() {
-        for (provider, result) in ctx
-            .gates
-            .evaluate(&ctx.client, &rollout.spec, &meta, &requests, now)
-            .await
-        {
+        for (provider, result) in ctx.gates.evaluate(&ctx.client, &meta, &requests, now).await {
             ctx.metrics.gate_evaluated(provider, result.verdict);
             observed.world.gate_results.push(result);
         }
@@ -163,7 +167,19 @@ async fn reconcile_rollout(
         now,
     });
 
-    apply_actions(ctx, &rollout, &mut observed, &decision).await?;
+    if let Err(e) = apply_actions(ctx, &rollout, &mut observed, &decision).await {
+        // The decided status may assume what failed: report the failure on the persisted one.
+        if let Error::Actions { failure, .. } = &e {
+            let (reported, events) =
+                engine::report_failure(&current_status, failure, meta.generation, now);
+            ctx.ensure_leading()?;
+            if let Err(write) = status::write(&api, &rollout, &reported).await {
+                tracing::warn!(error = %write, "could not report the failure in status");
+            }
+            ctx.events.publish(&rollout.object_ref(&()), &events).await;
+        }
+        return Err(e);
+    }
     let mut desired = decision.status.clone();
     desired.observed_generation = Some(meta.generation);
     ctx.ensure_leading()?;
@@ -194,18 +210,58 @@ async fn apply_actions(
     decision: &Decision,
 ) -> Result<(), Error> {
     let config = &rollout.spec.config;
-    let writer = TargetWriter::new(ctx.client.clone(), config.kind, &config.name);
-    let store = PriorStore::new(ctx.client.clone(), rollout)?;
+    let writer = TargetWriter::new(
+        ctx.client.clone(),
+        ctx.cache.clone(),
+        config.kind,
+        &config.name,
+        ctx.max_inflight_writes,
+    );
+    let store = PriorStore::new(ctx.client.clone(), ctx.cache.clone(), rollout)?;
+    let mut recorded: BTreeSet<String> = observed.priors.current.keys().cloned().collect();
     for action in &decision.actions {
         ctx.ensure_leading()?;
         match action {
             EngineAction::RecordPriors { namespaces } => {
-                let targets: Vec<(String, Option<&ObservedTarget>)> = namespaces
-                    .iter()
-                    .map(|ns| (ns.clone(), observed.targets.get(ns)))
-                    .collect();
-                observed.priors = store.record(&targets).await?;
+                let failures = store.record(namespaces, &observed.priors).await;
+                let failed: BTreeSet<&str> = failures.iter().map(|(ns, _)| ns.as_str()).collect();
+                recorded.extend(
+                    namespaces
+                        .iter()
+                        .filter(|ns| !failed.contains(ns.as_str()))
+                        .cloned(),
+                );
+                if !failures.is_empty() {
+                    let failures: Vec<(String, Error)> = failures
+                        .into_iter()
+                        .map(|(ns, e)| (ns, record_error(e)))
+                        .collect();
+                    return Err(actions_failed(
+                        "record prior content",
+                        namespaces.len(),
+                        failures,
+                    ));
+                }
                 tracing::info!(targets = namespaces.len(), "recorded prior contents");
+            }
+            EngineAction::RecordLostPriors { namespaces } => {
+                let failures = store.record_lost(namespaces, &observed.priors).await;
+                if !failures.is_empty() {
+                    let failures: Vec<(String, Error)> = failures
+                        .into_iter()
+                        .map(|(ns, e)| (ns, record_error(e)))
+                        .collect();
+                    return Err(actions_failed(
+                        "record lost prior content",
+                        namespaces.len(),
+                        failures,
+                    ));
+                }
+                recorded.extend(namespaces.iter().cloned());
+                tracing::warn!(
+                    targets = namespaces.len(),
+                    "retry accepted that the prior content of these targets is lost"
+                );
             }
             EngineAction::WriteTargets {
                 revision,
@@ -216,22 +272,38 @@ async fn apply_actions(
                 };
                 // Never overwrite a target whose prior content is not on record: rollback
                 // could not be exact.
-                if let Some(ns) = namespaces
-                    .iter()
-                    .find(|ns| !observed.priors.targets.contains_key(*ns))
-                {
+                if let Some(ns) = namespaces.iter().find(|ns| !recorded.contains(*ns)) {
                     return Err(Error::MissingPrior(ns.clone()));
                 }
                 let desired = Desired::revision(resolved, revision, &rollout_key(rollout));
-                writer
-                    .write_batch(namespaces, &desired, &observed.targets)
-                    .await?;
+                let failures = writer.write_batch(namespaces, &desired).await;
+                if !failures.is_empty() {
+                    return Err(actions_failed(
+                        &format!("write revision {revision}"),
+                        namespaces.len(),
+                        failures,
+                    ));
+                }
                 tracing::info!(targets = namespaces.len(), %revision, "wrote targets");
             }
             EngineAction::RestoreTargets { namespaces } => {
-                writer
-                    .restore_batch(namespaces, &observed.priors, &observed.targets)
-                    .await?;
+                let failures = writer.restore_batch(namespaces, &store).await;
+                if !failures.is_empty() {
+                    let uid = rollout.uid().unwrap_or_default();
+                    for (ns, e) in &failures {
+                        if let Error::UnreadablePrior { why, .. } = e
+                            && let Some(record) = observed.priors.current.get(ns)
+                        {
+                            let version = record.resource_version.clone().unwrap_or_default();
+                            ctx.prior_unreadable(&uid, ns, &version, why);
+                        }
+                    }
+                    return Err(actions_failed(
+                        "restore prior content",
+                        namespaces.len(),
+                        failures,
+                    ));
+                }
                 tracing::info!(
                     targets = namespaces.len(),
                     "restored targets to their prior content"
@@ -242,17 +314,59 @@ async fn apply_actions(
                 revision,
                 workloads: list,
             } => {
-                workloads::stamp(&ctx.client, namespace, revision, list).await?;
+                if let Err(e) = workloads::stamp(&ctx.client, namespace, revision, list).await {
+                    return Err(actions_failed(
+                        "restart workloads",
+                        1,
+                        vec![(namespace.clone(), e)],
+                    ));
+                }
                 tracing::info!(%namespace, workloads = list.len(), %revision, "stamped workloads");
-            }
-            EngineAction::ForgetPriors => {
-                store.forget().await?;
-                observed.priors = Default::default();
-                tracing::info!("forgot prior contents: the rollback point moved on");
             }
         }
     }
     Ok(())
+}
+
+fn record_error(e: RecordError) -> Error {
+    match e {
+        RecordError::Api(e) => e,
+        RecordError::Claimed(other) => Error::Actions {
+            failure: ActionFailure {
+                reason: FailureReason::TargetConflict,
+                what: "record prior content".into(),
+                targets: Vec::new(),
+                of: 0,
+                detail: format!("the target is claimed by rollout {other}"),
+            },
+            category: "target-conflict",
+        },
+        RecordError::PriorLost(revision) => Error::Priors(format!(
+            "the target already holds revision {revision} of this rollout but has no record: its prior content was lost"
+        )),
+    }
+}
+
+/// Per-target failures of one action, as one error the status reports.
+fn actions_failed(what: &str, of: usize, mut failures: Vec<(String, Error)>) -> Error {
+    failures.sort_by(|a, b| a.0.cmp(&b.0));
+    // The most telling failure decides the reason: one that needs a person before a transient one.
+    let first = failures
+        .iter()
+        .min_by_key(|(_, e)| matches!(e.failure_reason(), FailureReason::ApiUnavailable))
+        .map(|(_, e)| (e.failure_reason(), e.category(), e.detail()));
+    let (reason, category, detail) =
+        first.unwrap_or((FailureReason::ApiUnavailable, "api", String::new()));
+    Error::Actions {
+        failure: ActionFailure {
+            reason,
+            what: what.to_string(),
+            targets: failures.into_iter().map(|(ns, _)| ns).collect(),
+            of,
+            detail,
+        },
+        category,
+    }
 }
 
 fn record_metrics(ctx: &Context, decision: &Decision, now: Timestamp) {
@@ -267,6 +381,7 @@ fn record_metrics(ctx: &Context, decision: &Decision, now: Timestamp) {
                     .map_or("", |r| r.reason.as_str());
                 ctx.metrics.rollback_started(reason);
             }
+            "RollbackIncomplete" => ctx.metrics.rollback_incomplete(),
             "RollbackCompleted" => {
                 let started = decision
                     .status

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -26,15 +27,14 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::cache::Cache;
 use super::error::{Error, api_code};
-use super::priors::{IndexEntry, PriorState};
+use super::priors::{PriorMeta, PriorStore};
 use crate::api::{
     ConfigKind, FIELD_MANAGER, MANAGED_BY_LABEL, REVISION_ANNOTATION, ROLLOUT_ANNOTATION,
 };
 use crate::engine::{ResolvedConfig, TargetState, revision_of};
 
-/// Writes of one batch in flight at once (the engine sizes batches by `maxConcurrent`).
-const WRITE_PARALLELISM: usize = 32;
 /// Attempts for a write answered with 409 or 500 (kube's client already retries 429/503/504).
 const WRITE_ATTEMPTS: u32 = 5;
 
@@ -210,7 +210,7 @@ impl Desired {
         }
     }
 
-    pub fn prior(entry: &IndexEntry, snapshot: Snapshot) -> Self {
+    pub fn prior(entry: &PriorMeta, snapshot: Snapshot) -> Self {
         let restore = |keys: &[&str], prior: &BTreeMap<String, String>| {
             keys.iter()
                 .map(|k| (k.to_string(), prior.get(*k).cloned()))
@@ -248,29 +248,6 @@ impl Desired {
             body["binaryData"] = json!(self.snapshot.binary_data);
         }
         body
-    }
-
-    /// A merge patch removing the data keys `actual` has and this lacks, or None.
-    pub fn removals(&self, actual: &ObservedTarget) -> Option<Value> {
-        let mut patch = Map::new();
-        for (field, want, have) in [
-            ("data", &self.snapshot.data, &actual.snapshot.data),
-            (
-                "binaryData",
-                &self.snapshot.binary_data,
-                &actual.snapshot.binary_data,
-            ),
-        ] {
-            let gone: Map<String, Value> = have
-                .keys()
-                .filter(|k| !want.contains_key(*k))
-                .map(|k| (k.clone(), Value::Null))
-                .collect();
-            if !gone.is_empty() {
-                patch.insert(field.to_string(), Value::Object(gone));
-            }
-        }
-        (!patch.is_empty()).then_some(Value::Object(patch))
     }
 
     /// A merge patch bringing `actual` to exactly this, or None when it already is.
@@ -360,73 +337,90 @@ where
 #[derive(Clone)]
 pub struct TargetWriter {
     client: Client,
+    cache: Arc<Cache>,
     kind: ConfigKind,
     name: String,
+    /// Writes in flight at once (the engine sizes batches by `maxConcurrent`).
+    parallelism: usize,
 }
 
 impl TargetWriter {
-    pub fn new(client: Client, kind: ConfigKind, name: &str) -> Self {
+    pub fn new(
+        client: Client,
+        cache: Arc<Cache>,
+        kind: ConfigKind,
+        name: &str,
+        parallelism: usize,
+    ) -> Self {
         Self {
             client,
+            cache,
             kind,
             name: name.to_string(),
+            parallelism: parallelism.max(1),
         }
     }
 
-    /// Makes the target in `namespace` hold exactly `desired`. The apply is the commit point:
-    /// it is the only request that sets the revision annotation, so keys it cannot remove
-    /// (owned by another manager) are removed before it, and a crash in between leaves a
-    /// target that plainly does not hold the revision yet.
-    pub async fn put(
-        &self,
-        namespace: &str,
-        desired: &Desired,
-        current: Option<&ObservedTarget>,
-    ) -> Result<(), Error> {
-        if let Some(cleanup) = current.and_then(|c| desired.removals(c)) {
-            self.merge(namespace, "clean up", &cleanup).await?;
-        }
+    /// Makes the target in `namespace` hold exactly `desired`, and remembers what it then
+    /// holds in the cache. The apply sets ringfence's keys and drops those it owned; keys it
+    /// cannot drop (owned by another manager) are removed by a merge patch after it. Until
+    /// then the target's content does not hash to the revision, so a crash in between leaves
+    /// a target that plainly does not hold it yet.
+    pub async fn put(&self, namespace: &str, desired: &Desired) -> Result<(), Error> {
         let body = desired.apply_body(self.kind, &self.name, namespace);
         let apply = Patch::Apply(&body);
         let params = apply_params();
         let what = format!("apply {} {namespace}/{}", kind_name(self.kind), self.name);
-        let applied = match self.kind {
+        let mut held = match self.kind {
             ConfigKind::ConfigMap => {
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
                 let cm = with_retries(&what, || api.patch(&self.name, &params, &apply)).await?;
-                ObservedTarget::from_config_map(&cm)
+                (
+                    ObservedTarget::from_config_map(&cm),
+                    cm.metadata.resource_version,
+                )
             }
             ConfigKind::Secret => {
                 let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
                 let s = with_retries(&what, || api.patch(&self.name, &params, &apply)).await?;
-                ObservedTarget::from_secret(&s)
+                (ObservedTarget::from_secret(&s), s.metadata.resource_version)
             }
         };
-        // Someone may have added a key between the cleanup and the apply.
-        match desired.fixup(&applied) {
-            Some(patch) => self.merge(namespace, "correct", &patch).await,
-            None => Ok(()),
+        if let Some(patch) = desired.fixup(&held.0) {
+            held = self.merge(namespace, "correct", &patch).await?;
         }
+        self.cache
+            .wrote(self.kind, namespace, &self.name, Some((&held.0, held.1)));
+        Ok(())
     }
 
-    async fn merge(&self, namespace: &str, verb: &str, patch: &Value) -> Result<(), Error> {
+    async fn merge(
+        &self,
+        namespace: &str,
+        verb: &str,
+        patch: &Value,
+    ) -> Result<(ObservedTarget, Option<String>), Error> {
         let what = format!("{verb} {} {namespace}/{}", kind_name(self.kind), self.name);
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
         };
         let merge = Patch::Merge(patch);
-        match self.kind {
+        Ok(match self.kind {
             ConfigKind::ConfigMap => {
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-                with_retries(&what, || api.patch(&self.name, &pp, &merge)).await?;
+                let cm = with_retries(&what, || api.patch(&self.name, &pp, &merge)).await?;
+                (
+                    ObservedTarget::from_config_map(&cm),
+                    cm.metadata.resource_version,
+                )
             }
             ConfigKind::Secret => {
                 let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-                with_retries(&what, || api.patch(&self.name, &pp, &merge)).await?;
+                let s = with_retries(&what, || api.patch(&self.name, &pp, &merge)).await?;
+                (ObservedTarget::from_secret(&s), s.metadata.resource_version)
             }
-        }
-        Ok(())
+        })
     }
 
     /// Deletes the target in `namespace`; already absent is fine.
@@ -447,61 +441,101 @@ impl TargetWriter {
                     .map(drop)
             }
         };
-        match res {
+        let res = match res {
             Err(Error::Kube { source, .. }) if api_code(&source) == Some(404) => Ok(()),
             other => other,
+        };
+        if res.is_ok() {
+            self.cache.wrote(self.kind, namespace, &self.name, None);
         }
+        res
     }
 
-    /// Writes the revision to every namespace of a batch, concurrently.
+    /// Writes the revision to every namespace of a batch, concurrently; returns the failures.
     pub async fn write_batch(
         &self,
         namespaces: &[String],
         desired: &Desired,
-        current: &BTreeMap<String, ObservedTarget>,
-    ) -> Result<(), Error> {
-        self.for_each(namespaces, |ns| async move {
-            self.put(&ns, desired, current.get(&ns)).await
-        })
-        .await
+    ) -> Vec<(String, Error)> {
+        self.for_each(namespaces, |ns| async move { self.put(&ns, desired).await })
+            .await
     }
 
-    /// Restores every namespace to its recorded prior (deleting targets that did not exist).
+    /// Restores every namespace to its recorded prior (deleting targets that did not exist),
+    /// each from its record read whole and verified; returns the failures.
     pub async fn restore_batch(
         &self,
         namespaces: &[String],
-        priors: &PriorState,
-        current: &BTreeMap<String, ObservedTarget>,
-    ) -> Result<(), Error> {
+        store: &PriorStore,
+    ) -> Vec<(String, Error)> {
         self.for_each(namespaces, |ns| async move {
-            let entry = priors
-                .targets
-                .get(&ns)
-                .ok_or_else(|| Error::MissingPrior(ns.clone()))?;
-            if !entry.existed {
-                return self.delete(&ns).await;
+            let prior = store.fetch(&ns).await?;
+            // A target ringfence never managed is not in the cache: look before writing,
+            // so one that still holds its prior is seen to, and not written again.
+            let current = fetch_target(&self.client, self.kind, &ns, &self.name).await?;
+            if !prior.meta.existed {
+                return match current {
+                    None => {
+                        self.cache.wrote(self.kind, &ns, &self.name, None);
+                        Ok(())
+                    }
+                    Some(_) => self.delete(&ns).await,
+                };
             }
-            let snapshot = priors
-                .snapshot_of(entry)
-                .cloned()
-                .ok_or_else(|| Error::MissingPrior(ns.clone()))?;
-            self.put(&ns, &Desired::prior(entry, snapshot), current.get(&ns))
-                .await
+            let desired = Desired::prior(&prior.meta, prior.snapshot);
+            if let Some((t, rv)) = &current
+                && desired.fixup(t).is_none()
+            {
+                self.cache
+                    .wrote(self.kind, &ns, &self.name, Some((t, rv.clone())));
+                return Ok(());
+            }
+            self.put(&ns, &desired).await
         })
         .await
     }
 
-    async fn for_each<'a, F, Fut>(&'a self, namespaces: &[String], op: F) -> Result<(), Error>
+    async fn for_each<'a, F, Fut>(&'a self, namespaces: &[String], op: F) -> Vec<(String, Error)>
     where
         F: Fn(String) -> Fut + 'a,
         Fut: Future<Output = Result<(), Error>> + 'a,
     {
-        let results: Vec<Result<(), Error>> = stream::iter(namespaces.iter().cloned().map(op))
-            .buffer_unordered(WRITE_PARALLELISM)
-            .collect()
-            .await;
-        results.into_iter().collect()
+        stream::iter(namespaces.iter().cloned().map(|ns| {
+            let done = op(ns.clone());
+            async move { (ns, done.await) }
+        }))
+        .buffer_unordered(self.parallelism)
+        .filter_map(|(ns, r)| async move { r.err().map(|e| (ns, e)) })
+        .collect()
+        .await
     }
+}
+
+/// Reads a target whole, with its resourceVersion: None when it does not exist.
+pub async fn fetch_target(
+    client: &Client,
+    kind: ConfigKind,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<(ObservedTarget, Option<String>)>, Error> {
+    let what = format!("read {} {namespace}/{name}", kind_name(kind));
+    Ok(match kind {
+        ConfigKind::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(&what, e))?
+            .map(|cm| {
+                (
+                    ObservedTarget::from_config_map(&cm),
+                    cm.metadata.resource_version,
+                )
+            }),
+        ConfigKind::Secret => Api::<Secret>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(&what, e))?
+            .map(|s| (ObservedTarget::from_secret(&s), s.metadata.resource_version)),
+    })
 }
 
 fn apply_params() -> PatchParams {
@@ -587,10 +621,10 @@ mod tests {
 
     #[test]
     fn fixup_removes_foreign_keys_and_restores_metadata() {
-        let prior_entry = IndexEntry {
+        let prior_entry = PriorMeta {
             existed: true,
             annotations: BTreeMap::from([(REVISION_ANNOTATION.to_string(), "old".to_string())]),
-            ..IndexEntry::default()
+            ..PriorMeta::default()
         };
         let prior = Snapshot {
             data: BTreeMap::from([("keep".to_string(), "1".to_string())]),
@@ -632,25 +666,6 @@ mod tests {
             ..ObservedTarget::default()
         };
         assert_eq!(desired.fixup(&exact), None);
-    }
-
-    #[test]
-    fn removals_drop_only_keys_the_desired_content_lacks() {
-        let c = config(ConfigKind::ConfigMap, &[("keep", b"new")]);
-        let desired = Desired::revision(&c, "r", "p/x");
-        let mut actual = ObservedTarget::default();
-        actual.snapshot.data = BTreeMap::from([
-            ("keep".to_string(), "old".to_string()),
-            ("legacy".to_string(), "on".to_string()),
-        ]);
-        actual.snapshot.binary_data = BTreeMap::from([("blob".to_string(), "AA==".to_string())]);
-        assert_eq!(
-            desired.removals(&actual),
-            Some(json!({"data": {"legacy": null}, "binaryData": {"blob": null}}))
-        );
-        actual.snapshot.data.remove("legacy");
-        actual.snapshot.binary_data.clear();
-        assert_eq!(desired.removals(&actual), None);
     }
 
     #[test]

@@ -206,6 +206,7 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
             namespace: None,
             trusted_namespaces: Default::default(),
             concurrency: 4,
+            max_inflight_writes: 32,
             metrics_addr: LOOPBACK_ANY_PORT,
             health_addr: LOOPBACK_ANY_PORT,
             instance: Some("ringfence-demo".to_string()),

@@ -12,15 +12,25 @@ use super::gates::{
     active_ring, all_passing, apply_results, currently_failing, failed_gates, initial_gates,
     missing_baselines, next_due,
 };
-use super::message::{self, Observed, drift_list};
+use super::message::{self, LIST_LIMIT, Observed, bounded_list, drift_list};
+use super::model::TargetState;
 use super::model::{Action, Decision, EventNote, EventType, GatePurpose, Inputs};
 use super::rings::{ResolvedRing, alive_namespaces, check_permitted, check_unclaimed, resolve};
 use super::rollback::{holds_prior, restamp_actions, restore_order};
+use super::validate::last_valid_spec;
 use super::validate::{Invalid, Plan, plan};
 use crate::api::{
     ConfigRolloutStatus, FIELD_MANAGER, GateStatus, HandledRequests, HistoryEntry, Phase,
-    RingPhase, RingStatus, RollbackStatus,
+    PriorsStatus, RingPhase, RingStatus, RollbackStatus,
 };
+
+/// Whether a target holds `revision` as written by the rollout `key`.
+pub(crate) fn holds_revision(target: &TargetState, revision: &str, key: &str) -> bool {
+    target.exists
+        && target.content_hash.as_deref() == Some(revision)
+        && target.revision.as_deref() == Some(revision)
+        && target.rollout.as_deref() == Some(key)
+}
 
 /// History entries kept in status, newest first.
 const HISTORY_LIMIT: usize = 10;
@@ -28,25 +38,29 @@ const HISTORY_LIMIT: usize = 10;
 /// Decides what to do next from the persisted status and the observed world.
 /// Pure: the same inputs always give the same decision, and a rollout whose
 /// world already matches its status gets no actions and an unchanged status.
+///
+/// A spec that turns invalid while a revision is in flight does not strand it:
+/// the revision is *held* ([`Plan::held`]): nothing more is written, the
+/// written rings stay gated by the last valid gates, and an abort, a failing
+/// gate or a rollback under way still restores every target.
 pub fn decide(inputs: &Inputs) -> Decision {
-    let plan = match plan(inputs) {
-        Ok(plan) => plan,
-        Err(invalid) if inputs.status.phase == Some(Phase::RollingBack) => {
-            // Restoring needs neither the config nor the rings' spec: a spec
-            // that broke mid-rollback must not leave targets half restored.
-            let fallback = Plan::restoring(inputs.status.revision.clone().unwrap_or_default());
-            let mut step = Step::new(inputs, &fallback);
-            step.invalid = Some(invalid);
-            step.roll_back();
-            return step.finish();
+    let invalid = match plan(inputs) {
+        Ok(plan) => {
+            let mut step = Step::new(inputs, &plan);
+            match step.run() {
+                Ok(()) => return step.finish(),
+                Err(invalid) => invalid,
+            }
         }
-        Err(invalid) => return reject(inputs, &invalid),
+        Err(invalid) => invalid,
     };
-    let mut step = Step::new(inputs, &plan);
-    match step.run() {
-        Ok(()) => step.finish(),
-        Err(invalid) => reject(inputs, &invalid),
-    }
+    let Some(held) = Plan::held(inputs) else {
+        return reject(inputs, &invalid);
+    };
+    let mut step = Step::new(inputs, &held);
+    step.invalid = Some(invalid);
+    step.run_held();
+    step.finish()
 }
 
 /// The manual requests, by annotation.
@@ -66,8 +80,14 @@ struct Step<'a> {
     events: Vec<EventNote>,
     requeue_at: Option<Timestamp>,
     now: Time,
-    /// Set only while a rollback finishes under a spec that became invalid.
+    /// Why the spec is invalid, while the revision in flight is held.
     invalid: Option<Invalid>,
+    /// `namespace/name` of the rollout, as targets' rollout annotation carries it.
+    key: String,
+    /// Prior records this decision asks the controller to add.
+    recording: usize,
+    /// The rollback point moved on in this decision.
+    rollback_point_moved: bool,
 }
 
 impl<'a> Step<'a> {
@@ -83,7 +103,82 @@ impl<'a> Step<'a> {
             requeue_at: None,
             now: stamp(inputs.now),
             invalid: None,
+            key: format!("{}/{}", inputs.rollout.namespace, inputs.rollout.name),
+            recording: 0,
+            rollback_point_moved: false,
         }
+    }
+
+    /// Whether `ns` holds this revision as written by this rollout: the content,
+    /// and the annotations that claim it (a target that merely has identical
+    /// content is taken over like any other).
+    fn holds_revision(&self, ns: &str) -> bool {
+        self.inputs
+            .world
+            .targets
+            .get(ns)
+            .is_some_and(|t| holds_revision(t, self.revision(), &self.key))
+    }
+
+    /// Targets this rollout overwrote since the rollback point (they carry its
+    /// annotation with a revision other than the stable one) whose prior is not
+    /// on record, or whose record cannot be trusted: nothing is ever restored there.
+    fn priors_missing(&self) -> Vec<String> {
+        let mut missing = self.priors_unknown();
+        missing.extend(
+            self.inputs
+                .world
+                .priors
+                .iter()
+                .filter(|(_, p)| p.lost)
+                .map(|(ns, _)| ns.clone()),
+        );
+        missing.sort();
+        missing
+    }
+
+    /// The missing priors no one has accepted as lost yet: they hold forward progress.
+    fn priors_unknown(&self) -> Vec<String> {
+        let world = self.inputs.world;
+        let stable = self.status.stable_revision.as_deref();
+        let alive = alive_namespaces(&world.namespaces);
+        let mut missing: BTreeSet<&str> = world
+            .targets
+            .iter()
+            .filter(|(ns, t)| {
+                t.exists
+                    && t.rollout.as_deref() == Some(self.key.as_str())
+                    && t.revision.is_some()
+                    && t.revision.as_deref() != stable
+                    && !world.priors.contains_key(ns.as_str())
+                    && alive.contains(ns.as_str())
+            })
+            .map(|(ns, _)| ns.as_str())
+            .collect();
+        missing.extend(world.unreadable_priors.keys().map(String::as_str));
+        missing.into_iter().map(str::to_string).collect()
+    }
+
+    /// Records the status counts that the store does not hold and no target
+    /// names: a store that lost records is never taken at its word.
+    fn priors_lost_unnamed(&self, named: usize) -> u32 {
+        // As persisted: this decision's own records are not written yet.
+        let recorded = self.inputs.status.priors.as_ref().map_or(0, |p| p.recorded);
+        let found = self.inputs.world.priors.len() + self.inputs.world.unreadable_priors.len();
+        let found = u32::try_from(found).unwrap_or(u32::MAX);
+        let named = u32::try_from(named).unwrap_or(u32::MAX);
+        recorded.saturating_sub(found).saturating_sub(named)
+    }
+
+    /// The rollback point moved on: records of the old one stop counting.
+    fn new_rollback_point(&mut self) {
+        let epoch = self.status.priors.as_ref().map_or(0, |p| p.epoch);
+        self.status.priors = Some(PriorsStatus {
+            epoch: epoch.saturating_add(1),
+            recorded: 0,
+        });
+        self.recording = 0;
+        self.rollback_point_moved = true;
     }
 
     fn phase(&self) -> Option<Phase> {
@@ -185,14 +280,6 @@ impl<'a> Step<'a> {
             )?;
             check_unclaimed(&recorded, &self.inputs.world.claimed_by_others)?;
         }
-        if matches!(phase, Some(Phase::Succeeded) | Some(Phase::RolledBack))
-            && !self.inputs.world.priors.is_empty()
-        {
-            // The rollback point moved on; forget it before anything new starts.
-            self.actions.push(Action::ForgetPriors);
-            self.requeue_now();
-            return Ok(());
-        }
         if let Some(id) = self.pending_request(Request::Abort)
             && matches!(
                 phase,
@@ -230,6 +317,14 @@ impl<'a> Step<'a> {
             && matches!(phase, Some(Phase::RolledBack) | Some(Phase::Failed))
         {
             self.mark_handled(Request::Retry, id);
+            // A retry accepts that priors it cannot know are lost, so it can roll forward.
+            let unknown = self.priors_unknown();
+            if !unknown.is_empty() {
+                self.recording = self.recording.saturating_add(unknown.len());
+                self.actions.push(Action::RecordLostPriors {
+                    namespaces: unknown,
+                });
+            }
             return self.start();
         }
         let layout_changed = !self.status.rings.iter().map(|r| &r.name).eq(self
@@ -246,6 +341,38 @@ impl<'a> Step<'a> {
             self.progress();
         }
         Ok(())
+    }
+
+    /// A revision in flight under an invalid spec: restores go on, an abort or a
+    /// failing gate rolls back, and nothing else is written.
+    fn run_held(&mut self) {
+        let phase = self.phase();
+        self.drop_meaningless_requests(phase);
+        if phase == Some(Phase::RollingBack) {
+            self.roll_back();
+            return;
+        }
+        if let Some(id) = self.pending_request(Request::Abort)
+            && matches!(
+                phase,
+                Some(Phase::Progressing) | Some(Phase::Paused) | Some(Phase::Failed)
+            )
+        {
+            self.mark_handled(Request::Abort, id.clone());
+            let gates = active_ring(&self.status)
+                .map(|(_, r)| r.gates.clone())
+                .unwrap_or_default();
+            self.begin_rollback("Aborted", format!("abort requested ({id})"), gates);
+            return;
+        }
+        if phase != Some(Phase::Progressing) {
+            return;
+        }
+        match active_ring(&self.status).map(|(i, r)| (i, r.phase)) {
+            Some((index, RingPhase::Verifying)) => self.verify(index),
+            Some((index, RingPhase::Applying)) => self.apply(index),
+            _ => {}
+        }
     }
 
     /// Starts (or restarts) the spec's revision from the first ring. Priors are
@@ -354,33 +481,38 @@ impl<'a> Step<'a> {
     }
 
     /// Applying: baselines first (persisted before anything is written), then
-    /// priors, then at most `maxConcurrent` targets per decision.
+    /// priors, then at most `maxConcurrent` targets per decision. A ring whose
+    /// targets are not all written within `progressDeadline` fails. Nothing is
+    /// written while a prior this revision needs is unknown, or while held.
     fn apply(&mut self, index: usize) {
         let world = self.inputs.world;
+        let held = self.invalid.is_some();
         let Some(ring) = self.status.rings.get_mut(index) else {
             return;
         };
-        let baselines_changed = apply_results(
-            ring,
-            index,
-            GatePurpose::Baseline,
-            self.plan,
-            &world.gate_results,
-        );
-        if !missing_baselines(ring, self.plan).is_empty() {
-            let due = next_due(ring, self.plan, GatePurpose::Baseline, self.inputs.now);
-            self.requeue(due);
-            return;
+        if !held {
+            let baselines_changed = apply_results(
+                ring,
+                index,
+                GatePurpose::Baseline,
+                self.plan,
+                &world.gate_results,
+            );
+            if !missing_baselines(ring, self.plan).is_empty() {
+                let due = next_due(ring, self.plan, GatePurpose::Baseline, self.inputs.now);
+                self.requeue(due);
+                return;
+            }
+            if baselines_changed {
+                // The ring starts for real once its baselines are in: a slow metrics
+                // source must not eat into the progress deadline.
+                ring.started_at = Some(self.now.clone());
+                self.requeue_now();
+                return;
+            }
         }
-        if baselines_changed {
-            // The ring starts for real once its baselines are in: a slow metrics
-            // source must not eat into the progress deadline.
-            ring.started_at = Some(self.now.clone());
-            self.requeue_now();
-            return;
-        }
+        let ring = ring.clone();
         let alive = alive_namespaces(&world.namespaces);
-        let revision = self.plan.revision.as_str();
         let live_targets: Vec<&String> = ring
             .targets
             .iter()
@@ -388,46 +520,71 @@ impl<'a> Step<'a> {
             .collect();
         let pending: Vec<String> = live_targets
             .iter()
-            .filter(|ns| {
-                world
-                    .targets
-                    .get(ns.as_str())
-                    .and_then(|t| t.content_hash.as_deref())
-                    != Some(revision)
-            })
+            .filter(|ns| !self.holds_revision(ns))
             .map(|ns| ns.to_string())
             .collect();
         if pending.is_empty() {
-            ring.phase = RingPhase::Verifying;
+            if let Some(ring) = self.status.rings.get_mut(index) {
+                ring.phase = RingPhase::Verifying;
+            }
             self.requeue_now();
             return;
         }
-        let unrecorded: Vec<String> = live_targets
-            .iter()
-            .filter(|ns| !world.priors.contains_key(ns.as_str()))
-            .map(|ns| ns.to_string())
-            .collect();
+        if let Some(deadline) = self.deadline(&ring) {
+            if deadline <= self.inputs.now {
+                let detail = format!(
+                    "{} of {} targets not written within {}",
+                    pending.len(),
+                    live_targets.len(),
+                    message::format_duration(self.plan.progress_deadline)
+                );
+                let gates = ring.gates.clone();
+                self.fail_ring(index, "ProgressDeadlineExceeded", detail, gates);
+                return;
+            }
+            self.requeue(Some(deadline));
+        }
+        if held || !self.priors_unknown().is_empty() {
+            return;
+        }
         let batch = self
             .plan
             .rings
             .get(index)
             .map_or(1, |r| r.max_concurrent.batch(ring.targets.len()));
+        let batch: Vec<String> = pending.into_iter().take(batch).collect();
+        let unrecorded: Vec<String> = batch
+            .iter()
+            .filter(|ns| !world.priors.contains_key(ns.as_str()))
+            .cloned()
+            .collect();
         if !unrecorded.is_empty() {
+            self.recording = unrecorded.len();
             self.actions.push(Action::RecordPriors {
                 namespaces: unrecorded,
             });
         }
         self.actions.push(Action::WriteTargets {
-            revision: revision.to_string(),
-            namespaces: pending.into_iter().take(batch).collect(),
+            revision: self.plan.revision.clone(),
+            namespaces: batch,
         });
         self.requeue_now();
+    }
+
+    /// When `ring` fails for not being written and healthy in time: its start
+    /// plus `progressDeadline`, plus the time it spent paused.
+    fn deadline(&self, ring: &RingStatus) -> Option<Timestamp> {
+        let extended = self
+            .plan
+            .progress_deadline
+            .checked_add(std::time::Duration::from_secs(ring.paused_seconds))?;
+        after(ring.started_at.as_ref()?.0, extended)
     }
 
     /// Whether the workloads of `ring` are rolled out, and stamped with the
     /// revision when `restart` is on.
     fn workloads_ready(&self, ring: &RingStatus) -> bool {
-        let Some(spec) = &self.inputs.spec.workloads else {
+        let Some(spec) = &self.plan.workloads else {
             return true;
         };
         let alive = alive_namespaces(&self.inputs.world.namespaces);
@@ -475,13 +632,7 @@ impl<'a> Step<'a> {
         }
         let ring_snapshot = ring.clone();
         let ready = self.workloads_ready(&ring_snapshot);
-        let deadline = ring_snapshot.started_at.as_ref().and_then(|t| {
-            let extended = self
-                .plan
-                .progress_deadline
-                .checked_add(std::time::Duration::from_secs(ring_snapshot.paused_seconds))?;
-            after(t.0, extended)
-        });
+        let deadline = self.deadline(&ring_snapshot);
         if !ready && deadline.is_some_and(|d| d <= now) {
             let detail = format!(
                 "workloads of ring {} not rolled out within {}",
@@ -496,8 +647,10 @@ impl<'a> Step<'a> {
             );
             return;
         }
-        if let Some(spec) = &self.inputs.spec.workloads
+        let held = self.invalid.is_some();
+        if let Some(spec) = &self.plan.workloads
             && spec.restart
+            && !held
         {
             let alive = alive_namespaces(&world.namespaces);
             for ns in ring_snapshot
@@ -533,6 +686,24 @@ impl<'a> Step<'a> {
             ring.healthy_since = Some(now_stamp);
         }
         let healthy_since = ring.healthy_since.clone();
+        if held {
+            // Promotion would lead to writes the invalid spec cannot say are wanted.
+            if let Some(id) = self.pending_request(Request::Promote) {
+                self.mark_handled(Request::Promote, id.clone());
+                let note = format!("promote request {id} refused: the spec is invalid");
+                self.event(EventType::Warning, "PromoteRefused", note);
+            }
+            let gate_due = self
+                .status
+                .rings
+                .get(index)
+                .and_then(|r| next_due(r, self.plan, GatePurpose::Check, now));
+            self.requeue(gate_due);
+            if !ready {
+                self.requeue(deadline);
+            }
+            return;
+        }
         if let Some(id) = self.pending_request(Request::Promote) {
             self.mark_handled(Request::Promote, id.clone());
             let failing: Vec<String> = self
@@ -616,6 +787,7 @@ impl<'a> Step<'a> {
         self.push_history(Phase::Succeeded, format!("rolled out to {targets} targets"));
         let note = format!("revision {revision} rolled out to every ring");
         self.event(EventType::Normal, "RolloutSucceeded", note);
+        self.new_rollback_point();
         self.requeue_now();
     }
 
@@ -637,7 +809,7 @@ impl<'a> Step<'a> {
         };
         let message = format!("ring {name}: {detail}");
         self.event(EventType::Warning, reason, message.clone());
-        if self.inputs.spec.rollback.automatic {
+        if self.plan.automatic_rollback {
             self.begin_rollback(reason, message, gates);
         } else {
             self.status.phase = Some(Phase::Failed);
@@ -663,6 +835,8 @@ impl<'a> Step<'a> {
             started_at: Some(self.now.clone()),
             completed_at: None,
             gates,
+            unrestored: 0,
+            unrestored_targets: Vec::new(),
         });
         self.event(
             EventType::Warning,
@@ -674,6 +848,8 @@ impl<'a> Step<'a> {
 
     /// RollingBack: restore every target that has a prior until each is
     /// observed holding it, re-stamp restarted workloads, then RolledBack.
+    /// Targets whose prior is unknown are never written; when any is left the
+    /// rollback ends as Failed, naming them, never as RolledBack.
     fn roll_back(&mut self) {
         let world = self.inputs.world;
         let order = restore_order(&self.status, &world.priors);
@@ -685,19 +861,15 @@ impl<'a> Step<'a> {
         let pending: Vec<String> = live
             .iter()
             .filter(|ns| {
-                world
-                    .priors
-                    .get(*ns)
-                    .is_some_and(|p| !holds_prior(world.targets.get(*ns), p))
+                !world.unreadable_priors.contains_key(ns.as_str())
+                    && world
+                        .priors
+                        .get(*ns)
+                        .is_some_and(|p| !p.lost && !holds_prior(world.targets.get(*ns), p))
             })
             .cloned()
             .collect();
-        let restart = self
-            .inputs
-            .spec
-            .workloads
-            .as_ref()
-            .is_some_and(|w| w.restart);
+        let restart = self.plan.workloads.as_ref().is_some_and(|w| w.restart);
         let stamps = if restart {
             restamp_actions(
                 &live,
@@ -718,6 +890,8 @@ impl<'a> Step<'a> {
             self.requeue_now();
             return;
         }
+        let missing = self.priors_missing();
+        let unnamed = self.priors_lost_unnamed(missing.len());
         let now = self.now.clone();
         for ring in &mut self.status.rings {
             if matches!(
@@ -728,7 +902,6 @@ impl<'a> Step<'a> {
                 ring.healthy_since = None;
             }
         }
-        self.status.phase = Some(Phase::RolledBack);
         let (revision, why) = match self.status.rollback.as_mut() {
             Some(rollback) => {
                 rollback.completed_at = Some(now);
@@ -739,9 +912,40 @@ impl<'a> Step<'a> {
                 "rolled back".to_string(),
             ),
         };
-        self.push_history(Phase::RolledBack, why.clone());
-        let note = format!("revision {revision} rolled back: {why}");
-        self.event(EventType::Warning, "RollbackCompleted", note);
+        if missing.is_empty() && unnamed == 0 {
+            self.status.phase = Some(Phase::RolledBack);
+            self.push_history(Phase::RolledBack, why.clone());
+            let note = format!("revision {revision} rolled back: {why}");
+            self.event(EventType::Warning, "RollbackCompleted", note);
+            self.new_rollback_point();
+            self.requeue_now();
+            return;
+        }
+        let unrestored = u32::try_from(missing.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(unnamed);
+        let names: Vec<String> = missing.iter().take(LIST_LIMIT).cloned().collect();
+        let detail = if missing.is_empty() {
+            format!("{unnamed} prior records were lost for targets that cannot be named")
+        } else {
+            format!(
+                "{unrestored} targets not restored, their prior content is unknown: {}",
+                bounded_list(&missing)
+            )
+        };
+        if let Some(rollback) = self.status.rollback.as_mut() {
+            rollback.unrestored = unrestored;
+            rollback.unrestored_targets = names;
+        }
+        // The deficit is reported now; a later abort judges only what it can see.
+        if let Some(priors) = self.status.priors.as_mut() {
+            let found = world.priors.len() + world.unreadable_priors.len();
+            priors.recorded = u32::try_from(found).unwrap_or(u32::MAX);
+        }
+        self.status.phase = Some(Phase::Failed);
+        self.push_history(Phase::Failed, format!("rollback incomplete: {detail}"));
+        let note = format!("revision {revision} rollback incomplete ({why}): {detail}");
+        self.event(EventType::Warning, "RollbackIncomplete", note);
         self.requeue_now();
     }
 
@@ -792,8 +996,7 @@ impl<'a> Step<'a> {
                     .and_then(|t| t.last_manager.as_deref())
                     .filter(|m| *m != FIELD_MANAGER)
                     .map(str::to_string);
-                let same =
-                    target.is_some_and(|t| t.exists && t.content_hash.as_deref() == Some(revision));
+                let same = target.is_some_and(|t| holds_revision(t, revision, &self.key));
                 (!same || foreign.is_some()).then(|| (ns.clone(), foreign))
             })
             .collect()
@@ -811,13 +1014,41 @@ impl<'a> Step<'a> {
                         world
                             .targets
                             .get(*ns)
-                            .and_then(|t| t.content_hash.as_deref())
-                            == Some(revision.as_str())
+                            .is_some_and(|t| holds_revision(t, &revision, &self.key))
                     })
                     .count();
                 ring.updated = u32::try_from(updated).unwrap_or(u32::MAX);
             }
         }
+        if !self.rollback_point_moved {
+            let found = u32::try_from(world.priors.len() + world.unreadable_priors.len())
+                .unwrap_or(u32::MAX);
+            let recording = u32::try_from(self.recording).unwrap_or(u32::MAX);
+            if found > 0 || recording > 0 || self.status.priors.is_some() {
+                let priors = self.status.priors.get_or_insert_with(PriorsStatus::default);
+                priors.recorded = priors.recorded.max(found).saturating_add(recording);
+            }
+        }
+        if self.invalid.is_none() {
+            self.status.last_valid_spec = Some(last_valid_spec(
+                self.inputs.spec,
+                self.inputs.rollout.generation,
+            ));
+        }
+        let in_flight = matches!(
+            self.status.phase,
+            Some(Phase::Progressing | Phase::Paused | Phase::RollingBack)
+        );
+        let priors_missing = if in_flight {
+            self.priors_missing()
+        } else {
+            Vec::new()
+        };
+        let priors_lost_unnamed = if in_flight {
+            self.priors_lost_unnamed(priors_missing.len())
+        } else {
+            0
+        };
         let workloads_ready =
             active_ring(&self.status).is_some_and(|(_, r)| self.workloads_ready(r));
         let left_to_restore = if self.status.phase == Some(Phase::RollingBack) {
@@ -837,6 +1068,9 @@ impl<'a> Step<'a> {
                 != Some(self.plan.revision.as_str()))
             .then(|| self.plan.revision.clone()),
             paused: self.inputs.spec.paused,
+            priors_missing,
+            priors_lost_unnamed,
+            held: self.invalid.as_ref().map(|i| i.reason.to_string()),
         };
         let old_ready = conditions::get(&self.inputs.status.conditions, conditions::READY).cloned();
         let generation = self.inputs.rollout.generation;
@@ -865,7 +1099,7 @@ impl<'a> Step<'a> {
         }
         for desired in [
             valid,
-            self.progressing_condition(),
+            self.progressing_condition(&observed),
             self.healthy_condition(workloads_ready),
             self.ready_condition(&observed),
             self.rolled_back_condition(),
@@ -897,7 +1131,34 @@ impl<'a> Step<'a> {
         }
     }
 
-    fn progressing_condition(&self) -> Desired {
+    fn progressing_condition(&self, observed: &Observed) -> Desired {
+        let blocked = match (&self.invalid, observed.priors_problem()) {
+            (Some(invalid), _) => Some((
+                "InvalidSpec",
+                format!(
+                    "the spec is invalid ({}): nothing more is written; the written rings stay gated and an abort rolls back",
+                    invalid.reason
+                ),
+            )),
+            (None, Some(problem)) if self.status.phase != Some(Phase::RollingBack) => Some((
+                "PriorsMissing",
+                format!("nothing more is written: {problem}; an abort restores the rest"),
+            )),
+            _ => None,
+        };
+        if let Some((reason, message)) = blocked
+            && matches!(
+                self.status.phase,
+                Some(Phase::Progressing) | Some(Phase::Paused)
+            )
+        {
+            return Desired {
+                type_: conditions::PROGRESSING,
+                status: Truth::False,
+                reason,
+                message,
+            };
+        }
         let (status, reason, message) = match self.status.phase {
             Some(Phase::Progressing) => match active_ring(&self.status) {
                 Some((_, r)) if r.phase == RingPhase::Verifying => (
@@ -1069,6 +1330,23 @@ impl<'a> Step<'a> {
 
     fn rolled_back_condition(&self) -> Desired {
         let (status, reason, message) = match (self.status.phase, self.status.rollback.as_ref()) {
+            (Some(Phase::Failed), Some(rollback)) if rollback.unrestored > 0 => (
+                Truth::False,
+                "PriorsMissing",
+                format!(
+                    "revision {} was not fully rolled back: {} targets kept it because their prior content is unknown ({}{})",
+                    rollback.revision,
+                    rollback.unrestored,
+                    rollback.unrestored_targets.join(", "),
+                    match usize::try_from(rollback.unrestored)
+                        .unwrap_or(usize::MAX)
+                        .saturating_sub(rollback.unrestored_targets.len())
+                    {
+                        0 => String::new(),
+                        more => format!(" and {more} more"),
+                    }
+                ),
+            ),
             (Some(Phase::RolledBack), Some(rollback)) => (
                 Truth::True,
                 match rollback.reason.as_str() {

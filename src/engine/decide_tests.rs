@@ -260,16 +260,17 @@ fn applying_records_priors_then_writes_at_most_max_concurrent() {
     assert_eq!(
         first.actions[0],
         Action::RecordPriors {
-            namespaces: ["a", "b", "c", "d", "e"].map(String::from).to_vec()
-        }
+            namespaces: ["a", "b"].map(String::from).to_vec()
+        },
+        "the priors of the batch only: recording costs what the batch does"
     );
     assert_eq!(writes(&first), vec!["a", "b"], "40% of 5, rounded up");
     let second = sim.step();
-    assert!(
-        !second
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::RecordPriors { .. }))
+    assert_eq!(
+        second.actions[0],
+        Action::RecordPriors {
+            namespaces: ["c", "d"].map(String::from).to_vec()
+        }
     );
     assert_eq!(writes(&second), vec!["c", "d"]);
     assert_eq!(
@@ -649,7 +650,10 @@ fn rollback_restores_every_prior_then_completes_when_observed() {
         .unwrap_or_else(|| panic!("rollback status"));
     assert!(rollback.started_at.is_some() && rollback.completed_at.is_some());
     assert_eq!(sim.status.history[0].outcome, Phase::RolledBack);
-    assert_eq!(sim.step().actions, vec![Action::ForgetPriors]);
+    assert!(
+        sim.world.priors.is_empty(),
+        "the rollback point moved on with RolledBack"
+    );
     let steady = sim.step();
     assert!(steady.actions.is_empty() && steady.events.is_empty() && steady.requeue_at.is_none());
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
@@ -744,8 +748,13 @@ fn success_sets_stable_revision_and_history_then_forgets_priors() {
     assert!(sim.events.iter().any(|e| e.reason == "RolloutSucceeded"));
     assert_eq!(condition(&sim, "Ready"), ("True", "RolloutComplete"));
     assert_eq!(sim.status.health.as_deref(), Some("Healthy"));
-    assert_eq!(sim.step().actions, vec![Action::ForgetPriors]);
+    assert_eq!(
+        sim.status.priors.as_ref().map(|p| (p.epoch, p.recorded)),
+        Some((1, 0)),
+        "records of the old rollback point stop counting"
+    );
     assert!(sim.world.priors.is_empty());
+    assert!(sim.step().actions.is_empty());
 }
 
 #[test]
@@ -908,7 +917,6 @@ fn new_revision_during_rollback_waits_for_it_to_finish() {
     assert_eq!(sim.status.phase, Some(Phase::RollingBack));
     assert_eq!(sim.status.revision, Some(failed));
     run_until(&mut sim, Phase::RolledBack);
-    assert_eq!(sim.step().actions, vec![Action::ForgetPriors]);
     sim.step();
     assert_eq!(sim.status.revision, Some(sim.revision()));
     assert_eq!(sim.status.phase, Some(Phase::Progressing));
@@ -1053,4 +1061,239 @@ fn retry_during_rollback_waits_for_it_to_finish() {
             .and_then(|h| h.retry.clone()),
         Some("r1".into())
     );
+}
+
+/// A rollout whose canary (cell-a) and broad ring (cell-b, cell-c) were written and
+/// are baking; the gate passes until a test makes it fail.
+fn written_and_baking() -> Sim {
+    let mut sim = failing_rollout(true);
+    sim.verdicts.clear();
+    sim.step();
+    assert_eq!(sim.status.phase, Some(Phase::Progressing));
+    sim
+}
+
+fn restored(decision: &Decision) -> Vec<String> {
+    decision
+        .actions
+        .iter()
+        .flat_map(|a| match a {
+            Action::RestoreTargets { namespaces } => namespaces.clone(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_lost_prior_record_is_never_reported_as_rolled_back() {
+    let mut sim = written_and_baking();
+    sim.world.priors.remove("cell-b");
+    sim.verdicts.insert("smoke".into(), Verdict::Fail);
+    sim.advance(30);
+    let mut restores = Vec::new();
+    for _ in 0..10 {
+        let d = sim.step();
+        restores.extend(restored(&d));
+    }
+    assert!(
+        !restores.contains(&"cell-b".to_string()),
+        "nothing is written where the prior is unknown: {restores:?}"
+    );
+    assert!(restores.contains(&"cell-a".to_string()) && restores.contains(&"cell-c".to_string()));
+    assert!(holds(&sim, "cell-a", "handmade") && !sim.world.targets.contains_key("cell-c"));
+    assert_eq!(sim.status.phase, Some(Phase::Failed));
+    assert_eq!(condition(&sim, "RolledBack"), ("False", "PriorsMissing"));
+    let rollback = sim.status.rollback.clone().unwrap();
+    assert_eq!(
+        (rollback.unrestored, rollback.unrestored_targets),
+        (1, vec!["cell-b".to_string()])
+    );
+    assert!(sim.events.iter().any(|e| e.reason == "RollbackIncomplete"));
+    assert!(!sim.events.iter().any(|e| e.reason == "RollbackCompleted"));
+    let message = sim.status.message.clone().unwrap();
+    assert!(
+        message.contains("rollback incomplete") && message.contains("cell-b"),
+        "{message}"
+    );
+    let steady = sim.step();
+    assert!(steady.actions.is_empty() && steady.events.is_empty());
+}
+
+#[test]
+fn an_unreadable_prior_record_is_never_restored_from() {
+    let mut sim = written_and_baking();
+    sim.world.unreadable_priors.insert(
+        "cell-c".into(),
+        "its data does not match its recorded content hash".into(),
+    );
+    sim.verdicts.insert("smoke".into(), Verdict::Fail);
+    sim.advance(30);
+    let mut restores = Vec::new();
+    for _ in 0..10 {
+        restores.extend(restored(&sim.step()));
+    }
+    assert!(!restores.contains(&"cell-c".to_string()), "{restores:?}");
+    assert_eq!(sim.status.phase, Some(Phase::Failed));
+    assert_eq!(condition(&sim, "RolledBack"), ("False", "PriorsMissing"));
+}
+
+#[test]
+fn records_lost_without_a_name_still_fail_the_rollback() {
+    let mut sim = written_and_baking();
+    // The store counted a record nobody can find, and no target names it.
+    if let Some(p) = sim.status.priors.as_mut() {
+        p.recorded += 1;
+    }
+    sim.verdicts.insert("smoke".into(), Verdict::Fail);
+    sim.advance(30);
+    run_until(&mut sim, Phase::Failed);
+    assert_eq!(condition(&sim, "RolledBack"), ("False", "PriorsMissing"));
+    assert_eq!(sim.status.rollback.as_ref().map(|r| r.unrestored), Some(1));
+    assert!(
+        holds(&sim, "cell-a", "handmade"),
+        "every known prior is restored"
+    );
+}
+
+#[test]
+fn a_lost_record_holds_the_next_ring_and_says_so() {
+    let mut spec = spec_with_rings(&[("canary", &["cell-a"]), ("broad", &["cell-b"])]);
+    spec.rings[0].bake = "1m".into();
+    let mut sim = Sim::new(spec);
+    sim.settle(10);
+    assert_eq!(sim.status.rings[0].phase, RingPhase::Verifying);
+    sim.world.priors.clear();
+    sim.advance(120);
+    let mut written = Vec::new();
+    for _ in 0..10 {
+        written.extend(writes(&sim.step()));
+    }
+    assert!(written.is_empty(), "{written:?}");
+    assert_eq!(sim.status.phase, Some(Phase::Progressing));
+    assert_eq!(condition(&sim, "Progressing"), ("False", "PriorsMissing"));
+    assert!(sim.status.message.clone().unwrap().contains("cell-a"));
+    sim.meta.requests.abort = Some("now".into());
+    run_until(&mut sim, Phase::Failed);
+    assert_eq!(condition(&sim, "RolledBack"), ("False", "PriorsMissing"));
+}
+
+#[test]
+fn abort_works_when_the_spec_turns_invalid() {
+    let mut sim = written_and_baking();
+    sim.world.config = Some(Err("source ConfigMap platform/src not found".into()));
+    let held = sim.step();
+    assert!(held.actions.is_empty(), "{:?}", held.actions);
+    assert_eq!(condition(&sim, "Valid"), ("False", "ConfigUnresolvable"));
+    assert_eq!(condition(&sim, "Progressing"), ("False", "InvalidSpec"));
+    assert_eq!(sim.status.phase, Some(Phase::Progressing));
+    assert!(
+        sim.status
+            .message
+            .clone()
+            .unwrap()
+            .contains("an abort rolls back")
+    );
+    sim.meta.requests.abort = Some("a1".into());
+    run_until(&mut sim, Phase::RolledBack);
+    assert!(holds(&sim, "cell-a", "handmade") && holds(&sim, "cell-b", "stable0"));
+    assert!(!sim.world.targets.contains_key("cell-c"));
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
+fn a_written_ring_stays_gated_by_the_last_valid_gates() {
+    let mut sim = written_and_baking();
+    // The gate's interval is edited into something that does not parse, and the
+    // source disappears: the last valid gate keeps judging the written ring.
+    sim.spec.gates[0].interval = "soon".into();
+    sim.world.config = Some(Err("source ConfigMap platform/src not found".into()));
+    sim.advance(30);
+    let requests = gate_requests(&sim.inputs());
+    assert_eq!(requests.len(), 1, "still gated");
+    assert_eq!(requests[0].definition.interval, "30s");
+    sim.step();
+    assert_eq!(sim.status.phase, Some(Phase::Progressing));
+    sim.verdicts.insert("smoke".into(), Verdict::Fail);
+    sim.advance(30);
+    run_until(&mut sim, Phase::RolledBack);
+    assert!(holds(&sim, "cell-a", "handmade"));
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
+fn a_held_ring_is_not_promoted() {
+    let mut sim = written_and_baking();
+    sim.world.config = Some(Err("gone".into()));
+    sim.meta.requests.promote = Some("p1".into());
+    sim.advance(7200);
+    for _ in 0..5 {
+        sim.step();
+        sim.advance(30);
+    }
+    assert_eq!(sim.status.phase, Some(Phase::Progressing));
+    assert_eq!(sim.status.rings[1].phase, RingPhase::Verifying);
+    assert!(sim.events.iter().any(|e| e.reason == "PromoteRefused"));
+}
+
+#[test]
+fn an_identical_target_is_taken_over_not_drifted() {
+    let mut sim = Sim::new(spec_with_rings(&[("only", &["cell-a"])]));
+    let revision = sim.revision();
+    let mut identical = target(&revision, "kubectl-client-side-apply");
+    identical.revision = None;
+    sim.world.targets.insert("cell-a".into(), identical);
+    sim.reset_rollback_point();
+    let first = sim.step();
+    let second = sim.step();
+    assert_eq!(
+        writes(&first).len() + writes(&second).len(),
+        1,
+        "claimed like any other"
+    );
+    sim.settle(10);
+    assert_eq!(sim.status.phase, Some(Phase::Succeeded));
+    assert_eq!(condition(&sim, "Ready"), ("True", "RolloutComplete"));
+    assert_eq!(
+        sim.world.targets["cell-a"].rollout.as_deref(),
+        Some("platform/flags")
+    );
+}
+
+#[test]
+fn a_ring_that_cannot_be_written_fails_at_the_progress_deadline() {
+    let mut spec = spec_with_rings(&[("canary", &["cell-a"]), ("broad", &["cell-b"])]);
+    spec.progress_deadline = "2m".into();
+    let mut sim = Sim::new(spec);
+    for _ in 0..6 {
+        // Every write batch fails (the action list is priors, then the write).
+        sim.fail_at = Some(0);
+        sim.step();
+        sim.advance(30);
+    }
+    assert_eq!(sim.status.rings[0].phase, RingPhase::Failed);
+    assert_eq!(
+        sim.status.rollback.as_ref().map(|r| r.reason.as_str()),
+        Some("ProgressDeadlineExceeded")
+    );
+    assert!(
+        sim.status
+            .rollback
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("not written within 2m"),
+        "{:?}",
+        sim.status.rollback
+    );
+}
+
+#[test]
+fn the_prior_count_follows_the_records() {
+    let mut sim = two_rings();
+    sim.settle(30);
+    assert_eq!(sim.status.phase, Some(Phase::Succeeded));
+    let mut sim = written_and_baking();
+    assert_eq!(sim.status.priors.as_ref().map(|p| p.recorded), Some(3));
+    sim.step();
+    assert_eq!(sim.status.priors.as_ref().map(|p| p.recorded), Some(3));
 }

@@ -17,11 +17,16 @@ use crate::api::{ConfigRolloutStatus, GateStatus, Phase, RingPhase, RingStatus, 
 /// Nothing is due while the spec is invalid or paused, or when the persisted
 /// status is not progressing the current revision.
 pub fn gate_requests(inputs: &Inputs) -> Vec<GateRequest> {
-    let Ok(plan) = plan(inputs) else {
-        return Vec::new();
+    // While the spec is invalid, a written ring stays gated by the last valid gates.
+    let (plan, held) = match plan(inputs) {
+        Ok(plan) => (plan, false),
+        Err(_) => match Plan::held(inputs) {
+            Some(plan) => (plan, true),
+            None => return Vec::new(),
+        },
     };
     let status = inputs.status;
-    if inputs.spec.paused
+    if (inputs.spec.paused && !held)
         || status.phase != Some(Phase::Progressing)
         || status.revision.as_deref() != Some(plan.revision.as_str())
     {
@@ -31,7 +36,7 @@ pub fn gate_requests(inputs: &Inputs) -> Vec<GateRequest> {
         return Vec::new();
     };
     let purpose = match ring.phase {
-        RingPhase::Applying => GatePurpose::Baseline,
+        RingPhase::Applying if !held => GatePurpose::Baseline,
         RingPhase::Verifying => GatePurpose::Check,
         _ => return Vec::new(),
     };
@@ -48,8 +53,13 @@ pub fn gate_requests(inputs: &Inputs) -> Vec<GateRequest> {
             namespaces: ring.targets.clone(),
             unchanged_namespaces: unchanged.clone(),
             baseline: gate_status(ring, &gate.name).and_then(|g| g.baseline),
+            definition: gate.definition.clone(),
         })
         .collect()
+}
+
+fn rollout_key(inputs: &Inputs) -> String {
+    format!("{}/{}", inputs.rollout.namespace, inputs.rollout.name)
 }
 
 /// The ring being written or verified, if any.
@@ -67,12 +77,9 @@ fn unchanged_namespaces(status: &ConfigRolloutStatus, inputs: &Inputs, plan: &Pl
         .iter()
         .flat_map(|r| r.targets.iter())
         .filter(|ns| {
-            inputs
-                .world
-                .targets
-                .get(*ns)
-                .and_then(|t| t.content_hash.as_deref())
-                != Some(plan.revision.as_str())
+            !inputs.world.targets.get(*ns).is_some_and(|t| {
+                super::decide::holds_revision(t, &plan.revision, &rollout_key(inputs))
+            })
         })
         .cloned()
         .collect()

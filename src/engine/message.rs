@@ -23,6 +23,35 @@ pub(crate) struct Observed {
     /// Revision in the spec, when it differs from the one in status.
     pub waiting_revision: Option<String>,
     pub paused: bool,
+    /// Targets this revision overwrote whose prior content is unknown: their record is
+    /// lost or unreadable.
+    pub priors_missing: Vec<String>,
+    /// Records the store lost for targets that cannot be named.
+    pub priors_lost_unnamed: u32,
+    /// The spec is invalid and the revision in flight is held (gated, abortable, not written).
+    pub held: Option<String>,
+}
+
+impl Observed {
+    /// `prior content of 3 targets is unknown (a, b, c)`, or None when every prior is known.
+    pub fn priors_problem(&self) -> Option<String> {
+        let named = self.priors_missing.len();
+        let unnamed = usize::try_from(self.priors_lost_unnamed).unwrap_or(usize::MAX);
+        match (named, unnamed) {
+            (0, 0) => None,
+            (0, n) => Some(format!(
+                "{n} prior records were lost from the store for targets that cannot be named"
+            )),
+            (n, 0) => Some(format!(
+                "prior content of {n} targets is unknown ({})",
+                bounded_list(&self.priors_missing)
+            )),
+            (n, m) => Some(format!(
+                "prior content of {n} targets is unknown ({}), and {m} more records were lost",
+                bounded_list(&self.priors_missing)
+            )),
+        }
+    }
 }
 
 /// `2/3 early`: the current ring's position and name.
@@ -122,6 +151,23 @@ pub(crate) fn message(status: &ConfigRolloutStatus, plan: &Plan, observed: &Obse
                 "revision {revision} rolled back ({why}); change the config or request a retry to roll out again"
             )
         }
+        Some(Phase::Failed) if status.rollback.as_ref().is_some_and(|r| r.unrestored > 0) => {
+            let rollback = status.rollback.as_ref();
+            let unrestored = rollback.map_or(0, |r| r.unrestored);
+            let named = rollback.map_or(String::new(), |r| {
+                let mut names = r.unrestored_targets.join(", ");
+                let more = usize::try_from(unrestored)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(r.unrestored_targets.len());
+                if more > 0 {
+                    names.push_str(&format!(" and {more} more"));
+                }
+                names
+            });
+            format!(
+                "revision {revision}: rollback incomplete, {unrestored} targets not restored because their prior content is unknown ({named}); restore them by hand, then request a retry or change the config"
+            )
+        }
         Some(Phase::Failed) => {
             let why = status
                 .history
@@ -147,22 +193,53 @@ pub(crate) fn message(status: &ConfigRolloutStatus, plan: &Plan, observed: &Obse
     {
         sentence.push_str("; spec.paused is set");
     }
+    if matches!(status.phase, Some(Phase::Progressing) | Some(Phase::Paused))
+        && let Some(problem) = observed.priors_problem()
+    {
+        sentence.push_str(&format!(
+            "; holding, nothing more is written: {problem}; request an abort to restore the rest"
+        ));
+    }
+    if let Some(reason) = &observed.held {
+        sentence.push_str(&format!(
+            "; the spec is invalid ({reason}): nothing more is written, the written rings stay gated and an abort rolls back"
+        ));
+    }
     if !observed.drifted.is_empty() {
         sentence.push_str(&format!("; drifted: {}", drift_list(&observed.drifted)));
     }
     sentence
 }
 
-/// `cell-a (changed by kubectl-edit), cell-b (deleted)`.
+/// How many items a message names before it says "and N more": messages,
+/// conditions and event notes stay short whatever the size of the fleet.
+pub(crate) const LIST_LIMIT: usize = 5;
+
+/// `a, b, c, d, e and 9995 more`.
+pub(crate) fn bounded_list<S: AsRef<str>>(items: &[S]) -> String {
+    let shown: Vec<&str> = items.iter().take(LIST_LIMIT).map(AsRef::as_ref).collect();
+    let mut out = shown.join(", ");
+    if items.len() > LIST_LIMIT {
+        out.push_str(&format!(" and {} more", items.len() - LIST_LIMIT));
+    }
+    out
+}
+
+/// `cell-a (changed by kubectl-edit), cell-b (deleted)`, bounded.
 pub(crate) fn drift_list(drifted: &[(String, Option<String>)]) -> String {
-    drifted
+    let mut out = drifted
         .iter()
+        .take(LIST_LIMIT)
         .map(|(ns, manager)| match manager {
             Some(m) => format!("{ns} (changed by {m})"),
             None => format!("{ns} (changed)"),
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if drifted.len() > LIST_LIMIT {
+        out.push_str(&format!(" and {} more", drifted.len() - LIST_LIMIT));
+    }
+    out
 }
 
 fn progressing(

@@ -77,6 +77,7 @@
 mod clock;
 mod conditions;
 mod decide;
+mod failure;
 mod gates;
 mod message;
 mod model;
@@ -93,6 +94,7 @@ mod proptests;
 mod testkit;
 
 pub use decide::decide;
+pub use failure::report_failure;
 pub use gates::gate_requests;
 pub use model::*;
 pub use revision::revision_of;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, Verdict};
+use crate::api::{ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, Gate, Verdict};
 
 /// Everything `decide` looks at.
 #[derive(Clone, Debug)]
@@ -65,6 +65,9 @@ pub struct World {
     pub targets: BTreeMap<String, TargetState>,
     /// Prior content recorded durably, per target namespace, for the current rollback point.
     pub priors: BTreeMap<String, PriorRecord>,
+    /// Targets whose prior record exists but cannot be trusted (malformed, or its content
+    /// does not match its recorded hash), with why: never restored from.
+    pub unreadable_priors: BTreeMap<String, String>,
     /// Consumer workloads per target namespace (only when `spec.workloads` is set).
     pub workloads: BTreeMap<String, Vec<WorkloadState>>,
     /// Targets that another ConfigRollout manages: namespace to `namespace/name` of that rollout.
@@ -103,6 +106,9 @@ pub struct PriorRecord {
     pub content_hash: Option<String>,
     /// Revision annotation the target carried then (what restored workloads are stamped with).
     pub revision: Option<String>,
+    /// The real prior was lost, and a retry accepted that: the target is written, never
+    /// restored, and a rollback names it as not restored.
+    pub lost: bool,
 }
 
 /// A consumer workload in a target namespace.
@@ -146,6 +152,9 @@ pub struct GateRequest {
     pub unchanged_namespaces: Vec<String>,
     /// Baseline recorded for this ring, for `Check`s.
     pub baseline: Option<f64>,
+    /// The gate as the rollout is judged by now: the spec's, or the last valid one's
+    /// while the spec is invalid.
+    pub definition: Gate,
 }
 
 /// The outcome of one evaluation, judged by the gate provider.
@@ -168,6 +177,9 @@ pub struct GateResult {
 pub enum Action {
     /// Record the current content (or absence) of these targets durably, before anything overwrites them.
     RecordPriors { namespaces: Vec<String> },
+    /// Record that these targets' priors are lost (a retry accepted it), so the rollout
+    /// may write them; a rollback will name them as not restored.
+    RecordLostPriors { namespaces: Vec<String> },
     /// Server-side apply the resolved config with this revision to these targets.
     WriteTargets {
         revision: String,
@@ -181,8 +193,53 @@ pub enum Action {
         revision: String,
         workloads: Vec<(WorkloadKind, String)>,
     },
-    /// The rollback point moved on: drop every recorded prior.
-    ForgetPriors,
+}
+
+/// Why carrying out a decision's actions failed, as the status reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The API server refused the write (403): RBAC does not allow it.
+    WriteForbidden,
+    /// The API server rejected the object (400, 413, 422): e.g. too large or invalid.
+    WriteRejected,
+    /// The target namespace no longer exists.
+    TargetNamespaceGone,
+    /// Another writer kept changing the object (409 after retries).
+    WriteConflict,
+    /// The prior-content records could not be read or written.
+    PriorsUnavailable,
+    /// Another rollout's prior record claims the target.
+    TargetConflict,
+    /// The API server did not answer, or answered with a server error.
+    ApiUnavailable,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WriteForbidden => "WriteForbidden",
+            Self::WriteRejected => "WriteRejected",
+            Self::TargetNamespaceGone => "TargetNamespaceGone",
+            Self::WriteConflict => "WriteConflict",
+            Self::PriorsUnavailable => "PriorsUnavailable",
+            Self::TargetConflict => "TargetConflict",
+            Self::ApiUnavailable => "ApiUnavailable",
+        }
+    }
+}
+
+/// Actions that could not be carried out, for [`super::report_failure`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionFailure {
+    pub reason: FailureReason,
+    /// What was being done, e.g. `write revision abc` or `restore prior content`.
+    pub what: String,
+    /// Target namespaces that failed (empty when the failure is not about targets).
+    pub targets: Vec<String>,
+    /// Targets the failed action covered in all.
+    pub of: usize,
+    /// The API's own reason for the first failure, bounded.
+    pub detail: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

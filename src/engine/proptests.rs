@@ -53,6 +53,12 @@ enum Event {
     Abort,
     Promote,
     Retry,
+    /// A prior record vanishes (its finalizer stripped and deleted by hand).
+    LoseRecord(usize),
+    /// A prior record's content no longer matches its hash.
+    CorruptRecord(usize),
+    /// The spec turns invalid (its source is deleted), or valid again.
+    BreakSpec(bool),
 }
 
 fn ring_case() -> impl Strategy<Value = RingCase> {
@@ -128,6 +134,9 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::Abort),
         1 => Just(Event::Promote),
         1 => Just(Event::Retry),
+        1 => (0usize..64).prop_map(Event::LoseRecord),
+        1 => (0usize..64).prop_map(Event::CorruptRecord),
+        1 => any::<bool>().prop_map(Event::BreakSpec),
     ]
 }
 
@@ -227,6 +236,13 @@ fn check(sim: &Sim) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn nth_key<V>(map: &std::collections::BTreeMap<String, V>, i: usize) -> Option<String> {
+    let len = map.len();
+    (len > 0)
+        .then(|| map.keys().nth(i % len).cloned())
+        .flatten()
+}
+
 fn advance_to(sim: &mut Sim, at: Option<Timestamp>) {
     let secs = at.map_or(60, |t| t.duration_since(sim.now).as_secs().max(1));
     sim.advance(secs);
@@ -261,6 +277,26 @@ fn run(case: RolloutCase, events: Vec<Event>) -> Result<(), TestCaseError> {
             Event::Abort => sim.meta.requests.abort = Some(next_id()),
             Event::Promote => sim.meta.requests.promote = Some(next_id()),
             Event::Retry => sim.meta.requests.retry = Some(next_id()),
+            Event::LoseRecord(i) => {
+                if let Some(ns) = nth_key(&sim.world.priors, i) {
+                    sim.world.priors.remove(&ns);
+                }
+            }
+            Event::CorruptRecord(i) => {
+                if let Some(ns) = nth_key(&sim.world.priors, i)
+                    && sim.world.priors.get(&ns).is_some_and(|p| !p.lost)
+                {
+                    sim.world.priors.remove(&ns);
+                    sim.world.unreadable_priors.insert(ns, "corrupt".into());
+                }
+            }
+            Event::BreakSpec(broken) => {
+                sim.world.config = Some(if broken {
+                    Err("source deleted".into())
+                } else {
+                    Ok(resolved(&sim.spec))
+                });
+            }
         }
         check(&sim)?;
     }
@@ -271,6 +307,7 @@ fn run(case: RolloutCase, events: Vec<Event>) -> Result<(), TestCaseError> {
     sim.verdicts.clear();
     sim.spec.paused = false;
     sim.fail_at = None;
+    sim.world.config = Some(Ok(resolved(&sim.spec)));
     for _ in 0..3000 {
         let decision = sim.step();
         check(&sim)?;

@@ -44,6 +44,9 @@ pub(crate) fn restore_order(
 
 /// Whether a target holds exactly its recorded prior (absent if it was absent).
 pub(crate) fn holds_prior(target: Option<&TargetState>, prior: &PriorRecord) -> bool {
+    if prior.lost {
+        return false;
+    }
     match target {
         Some(t) if t.exists => prior.existed && t.content_hash == prior.content_hash,
         _ => !prior.existed,
@@ -74,7 +77,7 @@ pub(crate) fn restamp_actions(
     order
         .iter()
         .filter_map(|ns| {
-            let prior = priors.get(ns)?;
+            let prior = priors.get(ns).filter(|p| !p.lost)?;
             let stamp = restore_stamp(prior, stable);
             let stale: Vec<(WorkloadKind, String)> = workloads
                 .get(ns)?
@@ -101,6 +104,7 @@ mod tests {
             existed: hash.is_some(),
             content_hash: hash.map(str::to_string),
             revision: None,
+            lost: false,
         }
     }
 

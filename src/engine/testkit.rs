@@ -281,7 +281,22 @@ impl Sim {
                     self.violations
                         .push("status does not survive a round trip through the API".into());
                 }
-                self.status = status;
+                let epoch = |s: &ConfigRolloutStatus| s.priors.as_ref().map_or(0, |p| p.epoch);
+                if epoch(&status) != epoch(&self.status) {
+                    // As the controller reads them: records of an older rollback point do not count.
+                    if !matches!(
+                        status.phase,
+                        Some(Phase::Succeeded) | Some(Phase::RolledBack)
+                    ) {
+                        self.violations
+                            .push(format!("rollback point moved in phase {:?}", status.phase));
+                    }
+                    self.world.priors.clear();
+                    self.status = status;
+                    self.reset_rollback_point();
+                } else {
+                    self.status = status;
+                }
             }
             None => self.violations.push("status does not serialize".into()),
         }
@@ -338,15 +353,36 @@ impl Sim {
         match action {
             Action::RecordPriors { namespaces } => {
                 for n in namespaces {
+                    if let Some(t) = self.world.targets.get(n)
+                        && t.rollout.as_deref() == Some("platform/flags")
+                        && t.revision.is_some()
+                        && t.revision != self.status.stable_revision
+                    {
+                        self.violations.push(format!(
+                            "{n} recorded as its own prior while holding {:?} of this rollout",
+                            t.revision
+                        ));
+                    }
                     let prior = match self.world.targets.get(n) {
                         Some(t) if t.exists => PriorRecord {
                             existed: true,
                             content_hash: t.content_hash.clone(),
                             revision: t.revision.clone(),
+                            lost: false,
                         },
                         _ => PriorRecord::default(),
                     };
                     self.world.priors.insert(n.clone(), prior);
+                }
+            }
+            Action::RecordLostPriors { namespaces } => {
+                for n in namespaces {
+                    self.world.unreadable_priors.remove(n);
+                    let lost = PriorRecord {
+                        lost: true,
+                        ..PriorRecord::default()
+                    };
+                    self.world.priors.insert(n.clone(), lost);
                 }
             }
             Action::WriteTargets {
@@ -372,6 +408,9 @@ impl Sim {
                 }
                 for n in namespaces {
                     match self.world.priors.get(n).cloned() {
+                        Some(prior) if prior.lost => self
+                            .violations
+                            .push(format!("restore of {n}, whose prior is lost")),
                         Some(prior) if prior.existed => {
                             let state = TargetState {
                                 exists: true,
@@ -412,17 +451,6 @@ impl Sim {
                         w.rolled_out = false;
                     }
                 }
-            }
-            Action::ForgetPriors => {
-                if !matches!(
-                    self.status.phase,
-                    Some(Phase::Succeeded) | Some(Phase::RolledBack)
-                ) {
-                    self.violations
-                        .push(format!("priors forgotten in phase {:?}", self.status.phase));
-                }
-                self.world.priors.clear();
-                self.reset_rollback_point();
             }
         }
     }

@@ -8,8 +8,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::model::Inputs;
 use super::revision::revision_of;
 use super::rings::check_selectors;
-use crate::api::Gate;
-use crate::api::parse_duration;
+use crate::api::{ConfigRolloutSpec, Gate, LastValidSpec, Phase, WorkloadSpec, parse_duration};
 
 /// Why the spec cannot be acted on: becomes `Valid=False` with this reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +31,8 @@ pub(crate) struct Plan {
     pub progress_deadline: Duration,
     pub rings: Vec<RingPlan>,
     pub gates: Vec<GatePlan>,
+    pub workloads: Option<WorkloadSpec>,
+    pub automatic_rollback: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -72,18 +73,61 @@ pub(crate) struct GatePlan {
     /// Judged relative to the ring's value before it was written: with `compareTo:
     /// before`, and with `unchanged` as the fallback where no unchanged namespaces are left.
     pub needs_baseline: bool,
+    pub definition: Gate,
 }
 
 impl Plan {
-    /// What a rollback needs when the spec no longer yields a plan: nothing
-    /// but the revision being rolled back.
-    pub fn restoring(revision: String) -> Self {
-        Self {
-            revision,
-            progress_deadline: Duration::ZERO,
-            rings: Vec::new(),
-            gates: Vec::new(),
+    /// The plan a revision in flight is held to while the spec is invalid: the
+    /// persisted revision, judged by the last valid spec's gates, workloads,
+    /// progress deadline and rollback policy. Nothing is written from it but
+    /// restores. None when nothing is in flight.
+    pub fn held(inputs: &Inputs) -> Option<Self> {
+        let status = inputs.status;
+        let revision = status.revision.clone()?;
+        if !matches!(
+            status.phase,
+            Some(Phase::Progressing | Phase::Paused | Phase::RollingBack | Phase::Failed)
+        ) {
+            return None;
         }
+        let last = status
+            .last_valid_spec
+            .clone()
+            .unwrap_or_else(|| LastValidSpec {
+                automatic_rollback: inputs.spec.rollback.automatic,
+                ..LastValidSpec::default()
+            });
+        Some(Self {
+            revision,
+            progress_deadline: parse_duration(&last.progress_deadline).unwrap_or(Duration::MAX),
+            rings: status
+                .rings
+                .iter()
+                .map(|r| RingPlan {
+                    name: r.name.clone(),
+                    bake: Duration::MAX,
+                    max_concurrent: MaxConcurrent::All,
+                })
+                .collect(),
+            gates: last
+                .gates
+                .iter()
+                .filter_map(|g| gate_plan(g).ok())
+                .collect(),
+            workloads: last.workloads,
+            automatic_rollback: last.automatic_rollback,
+        })
+    }
+}
+
+/// The judging rules of a valid spec, kept in status for [`Plan::held`].
+pub(crate) fn last_valid_spec(spec: &ConfigRolloutSpec, generation: i64) -> LastValidSpec {
+    LastValidSpec {
+        generation,
+        gates: spec.gates.clone(),
+        workloads: spec.workloads.clone(),
+        progress_deadline: spec.progress_deadline.clone(),
+        automatic_rollback: spec.rollback.automatic,
     }
 }
 
@@ -136,6 +180,8 @@ pub(crate) fn plan(inputs: &Inputs) -> Result<Plan, Invalid> {
         progress_deadline,
         rings,
         gates,
+        workloads: spec.workloads.clone(),
+        automatic_rollback: spec.rollback.automatic,
     })
 }
 
@@ -172,6 +218,7 @@ fn gate_plan(gate: &Gate) -> Result<GatePlan, Invalid> {
         interval,
         failure_limit: gate.failure_limit.max(1),
         needs_baseline,
+        definition: gate.clone(),
     })
 }
 

@@ -172,6 +172,13 @@ mod tests {
             namespaces: vec!["cell-1".into(), "cell-2".into()],
             unchanged_namespaces: vec![],
             baseline: None,
+            definition: crate::api::Gate {
+                name: "smoke".into(),
+                interval: "30s".into(),
+                failure_limit: 1,
+                prometheus: None,
+                webhook: None,
+            },
         };
         (meta, req)
     }

@@ -1,0 +1,123 @@
+//! A fleet: a second revision of a 3,000-target rollout completes (the prior store has no
+//! size cliff), with a bounded number of API requests per target written.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use ringfence::api::REVISION_ANNOTATION;
+use serde_json::json;
+use support::cluster::{Cluster, phase};
+
+const NS: &str = "platform";
+const CELLS: usize = 3000;
+
+fn ring_of(i: usize) -> &'static str {
+    match i % 100 {
+        0 => "canary",
+        1..=9 => "early",
+        _ => "broad",
+    }
+}
+
+async fn fleet(c: &Cluster) {
+    c.namespace(NS, &[]).await;
+    let api = Api::<Namespace>::all(c.client.clone());
+    stream::iter(0..CELLS)
+        .for_each_concurrent(32, |i| {
+            let api = api.clone();
+            async move {
+                let ns: Namespace = serde_json::from_value(json!({"metadata": {
+                    "name": format!("cell-{i:05}"),
+                    "labels": {"ring": ring_of(i), "ringfence.dev/allow-from": NS},
+                }}))
+                .unwrap();
+                api.create(&PostParams::default(), &ns)
+                    .await
+                    .expect("namespace created");
+            }
+        })
+        .await;
+}
+
+fn rollout(value: &str) -> serde_json::Value {
+    let ring = |name: &str| json!({"name": name, "namespaceSelector": {"matchLabels": {"ring": name}}, "bake": "0s"});
+    json!({
+        "metadata": {"name": "fleet"},
+        "spec": {
+            "config": {"name": "fleet-flags", "data": {"value": value, "padding": "x".repeat(512)}},
+            "rings": [ring("canary"), ring("early"), ring("broad")],
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_revision_of_three_thousand_targets_completes() {
+    let mut c = Cluster::start().await;
+    fleet(&c).await;
+    c.start_controller().await;
+    let mut revisions = Vec::new();
+    for value in ["1", "2"] {
+        let seq = c.emu.request_log().last_seq();
+        let started = Instant::now();
+        c.apply_rollout(NS, rollout(value)).await;
+        let r = c
+            .wait_rollout(NS, "fleet", &format!("revision {value} Succeeded"), |r| {
+                phase(r) == "Succeeded"
+                    && r.status.as_ref().and_then(|s| s.observed_generation)
+                        == r.metadata.generation
+                    && r.status
+                        .as_ref()
+                        .and_then(|s| s.history.first())
+                        .is_some_and(|h| {
+                            h.revision == r.status.as_ref().unwrap().revision.clone().unwrap()
+                        })
+            })
+            .await;
+        let revision = r.status.as_ref().and_then(|s| s.revision.clone()).unwrap();
+        assert!(!revisions.contains(&revision), "a new revision each time");
+        revisions.push(revision.clone());
+        let requests = c
+            .emu
+            .request_log()
+            .since(seq)
+            .into_iter()
+            .filter(|q| q.resource == "configmaps" && q.verb != "watch")
+            .count();
+        let status_bytes = serde_json::to_vec(&r.status).unwrap().len();
+        eprintln!(
+            "revision {value}: {CELLS} targets in {:.1?}, {requests} ConfigMap requests ({:.2} per target), status {status_bytes} bytes",
+            started.elapsed(),
+            requests as f64 / CELLS as f64
+        );
+        // Read the target (its prior), record it, write it, plus a little per reconcile.
+        assert!(
+            requests <= CELLS * 4,
+            "{requests} requests for {CELLS} targets"
+        );
+        let targets: BTreeMap<String, String> =
+            Api::<k8s_openapi::api::core::v1::ConfigMap>::all(c.client.clone())
+                .list(&ListParams::default().fields("metadata.name=fleet-flags"))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|cm| {
+                    (
+                        cm.namespace().unwrap_or_default(),
+                        cm.annotations()
+                            .get(REVISION_ANNOTATION)
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+        assert_eq!(targets.len(), CELLS);
+        assert!(targets.values().all(|rev| *rev == revision));
+    }
+}

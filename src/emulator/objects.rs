@@ -262,9 +262,9 @@ fn unchanged(current: &Value, new: &Value) -> bool {
                         .zip(y)
                         .all(|(e, f)| same_map(e, f, &["time"], |_, a, b| a == b))
             }
-            _ => a == b,
+            _ => fields::same_value(a, b),
         }),
-        _ => a == b,
+        _ => fields::same_value(a, b),
     })
 }
 

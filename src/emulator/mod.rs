@@ -66,6 +66,7 @@ mod discovery;
 mod faults;
 mod fields;
 mod kubeconfig;
+mod limits;
 mod meta;
 mod objects;
 mod patch;

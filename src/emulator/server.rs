@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::emulator::authz::{self, Attributes, UserInfo};
 use crate::emulator::discovery;
 use crate::emulator::faults::{FaultRequest, Faults, RequestLog, RequestRecord};
+use crate::emulator::limits;
 use crate::emulator::meta;
 use crate::emulator::objects::{DeleteOptions, Objects, Target, WriteOptions, list_body};
 use crate::emulator::patch::PatchType;
@@ -29,8 +30,12 @@ use crate::emulator::watch::{self, Filter, WatchRequest};
 /// Path prefix carrying a bearer token (see [`split_token`]).
 pub(crate) const TOKEN_PREFIX: &str = "/_token/";
 
-/// Largest request body accepted.
+/// Largest body of a request to the emulator's own endpoints.
 const MAX_BODY: usize = 16 << 20;
+
+/// How much of an oversized body is read (and dropped) before answering, so
+/// that the client, still sending, reads the 413 rather than a reset connection.
+const MAX_DRAIN: usize = 64 << 20;
 
 /// Bearer tokens and whether they are required.
 pub(crate) struct Auth {
@@ -820,10 +825,26 @@ impl Shared {
     }
 }
 
+/// Reads a request body of at most [`limits::MAX_REQUEST_BODY`] bytes, as the API server does.
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|e| ApiError::new(413, format!("request body unreadable or too large: {e}")))
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("request body unreadable: {e}")))?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limits::MAX_REQUEST_BODY {
+            buf.extend_from_slice(&chunk);
+        } else if seen >= MAX_DRAIN {
+            break;
+        }
+    }
+    if seen > limits::MAX_REQUEST_BODY {
+        return Err(limits::body_too_large());
+    }
+    Ok(Bytes::from(buf))
 }
 
 async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {

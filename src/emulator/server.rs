@@ -23,7 +23,7 @@ use crate::emulator::patch::PatchType;
 use crate::emulator::registry::ResourceType;
 use crate::emulator::selectors::{FieldSelector, LabelSelector};
 use crate::emulator::status::ApiError;
-use crate::emulator::store::{Key, ObjRef};
+use crate::emulator::store::{Key, ObjRef, StoredObject};
 use crate::emulator::table::{self, IncludeObject, Table};
 use crate::emulator::watch::{self, Filter, WatchRequest};
 
@@ -111,6 +111,16 @@ fn object_response(code: u16, obj: &ObjRef) -> Response {
 
 fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.to_value())
+}
+
+/// An object as the client asked for it: in its version, or its metadata only.
+fn shown(rt: &ResourceType, version: &str, obj: &ObjRef, metadata_only: bool) -> ObjRef {
+    let shown = Objects::present(rt, version, obj);
+    if metadata_only {
+        Arc::new(StoredObject::new(meta::partial(shown.value())))
+    } else {
+        shown
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -525,8 +535,9 @@ impl Shared {
             force: flag(query, "force"),
             dry_run: query.contains_key("dryRun"),
         };
+        let metadata_only = table.is_none() && meta::wants_metadata(accept);
         let objects = &self.objects;
-        let present = |o: &ObjRef| Objects::present(&rt, &p.version, o);
+        let present = |o: &ObjRef| shown(&rt, &p.version, o, metadata_only);
 
         match verb {
             "get" => {
@@ -542,8 +553,8 @@ impl Shared {
                     None => object_response(200, &obj),
                 })
             }
-            "list" => self.list(&rt, &p, query, table.as_ref()),
-            "watch" => self.watch(&rt, &p, query, table),
+            "list" => self.list(&rt, &p, query, table.as_ref(), metadata_only),
+            "watch" => self.watch(&rt, &p, query, table, metadata_only),
             "create" => {
                 let body = read_json(headers, body).await?;
                 if rt.create_only {
@@ -634,6 +645,7 @@ impl Shared {
         p: &ResourcePath,
         query: &HashMap<String, String>,
         table: Option<&Table>,
+        metadata_only: bool,
     ) -> Result<Response, ApiError> {
         let filter = self.filter(rt, p, query)?;
         let limit = match query.get("limit").map(|l| l.parse::<i64>()) {
@@ -686,7 +698,7 @@ impl Shared {
         let items: Vec<ObjRef> = page
             .items
             .iter()
-            .map(|o| Objects::present(rt, &p.version, o))
+            .map(|o| shown(rt, &p.version, o, metadata_only))
             .collect();
         if let Some(t) = table {
             return Ok(json_response(
@@ -697,10 +709,18 @@ impl Shared {
         // Splice the objects' cached JSON instead of re-serialising them.
         let mut out =
             Vec::with_capacity(items.iter().map(|o| o.json().len() + 1).sum::<usize>() + 256);
+        let (kind, api_version) = if metadata_only {
+            (
+                "PartialObjectMetadataList".to_string(),
+                meta::PARTIAL_API_VERSION.to_string(),
+            )
+        } else {
+            (format!("{}List", rt.kind), rt.api_version(&p.version))
+        };
         let head = format!(
             "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{},\"items\":",
-            json!(format!("{}List", rt.kind)),
-            json!(rt.api_version(&p.version)),
+            json!(kind),
+            json!(api_version),
             Value::Object(list_meta)
         );
         out.extend_from_slice(head.as_bytes());
@@ -721,6 +741,7 @@ impl Shared {
         p: &ResourcePath,
         query: &HashMap<String, String>,
         table: Option<Table>,
+        metadata_only: bool,
     ) -> Result<Response, ApiError> {
         let filter = self.filter(rt, p, query)?;
         let from = match query.get("resourceVersion").map(String::as_str) {
@@ -743,6 +764,7 @@ impl Shared {
             bookmarks: flag(query, "allowWatchBookmarks"),
             timeout,
             table,
+            metadata_only,
             force_expired: self.faults.take_watch_expiry(&rt.plural),
         };
         let stream = watch::stream(

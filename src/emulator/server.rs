@@ -37,6 +37,9 @@ const MAX_BODY: usize = 16 << 20;
 /// that the client, still sending, reads the 413 rather than a reset connection.
 const MAX_DRAIN: usize = 64 << 20;
 
+/// Seconds a throttled client is told to wait (priority and fairness' default).
+const RETRY_AFTER_SECONDS: u32 = 1;
+
 /// Bearer tokens and whether they are required.
 pub(crate) struct Auth {
     pub enabled: bool,
@@ -110,7 +113,12 @@ fn object_response(code: u16, obj: &ObjRef) -> Response {
 }
 
 fn error_response(e: &ApiError) -> Response {
-    json_response(e.code, &e.to_value())
+    let mut r = json_response(e.code, &e.to_value());
+    if let Some(seconds) = e.retry_after() {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    }
+    r
 }
 
 /// An object as the client asked for it: in its version, or its metadata only.
@@ -495,8 +503,10 @@ impl Shared {
         if let Some(delay) = outcome.delay {
             tokio::time::sleep(delay).await;
         }
-        if let Some(code) = outcome.fail {
-            return Err(ApiError::new(code, format!("injected fault: {code}")));
+        match outcome.fail {
+            Some(429) => return Err(ApiError::too_many_requests(RETRY_AFTER_SECONDS)),
+            Some(code) => return Err(ApiError::new(code, format!("injected fault: {code}"))),
+            None => {}
         }
         let review_by_anyone = rt.plural == "selfsubjectaccessreviews";
         if self.auth.enabled

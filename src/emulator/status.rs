@@ -95,6 +95,23 @@ impl ApiError {
         )
     }
 
+    /// A 429 asking the client to wait `seconds`, as priority and fairness
+    /// answers; the response carries them as `Retry-After` too.
+    pub fn too_many_requests(seconds: u32) -> Self {
+        let mut err = ApiError::new(429, "Too many requests, please try again later.");
+        err.details = Some(json!({"retryAfterSeconds": seconds}));
+        err
+    }
+
+    /// `details.retryAfterSeconds`, when the client is told to wait.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.details
+            .as_ref()?
+            .get("retryAfterSeconds")?
+            .as_u64()
+            .filter(|s| *s > 0)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(400, message)
     }

@@ -362,6 +362,30 @@ fn is_item(path: &[String]) -> bool {
         .is_some_and(|e| e.starts_with("k:") || e.starts_with("v:"))
 }
 
+/// Equal as the API server compares values: numbers by value, so `1` and
+/// `1.0` are the same (a typed field decodes both alike, and JSON from YAML
+/// tools often drops the `.0`).
+pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(x), Some(y), _, _) => x == y,
+                (_, _, Some(x), Some(y)) => x == y,
+                _ => x.as_f64() == y.as_f64(),
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, a)| y.get(k).is_some_and(|b| same_value(a, b)))
+        }
+        _ => a == b,
+    }
+}
+
 /// Member paths of `new` that `old` lacks or holds with another value. A
 /// list item counts as changed only when it is added; its fields count apart.
 pub(crate) fn changed_fields(old: &Value, new: &Value, schema: &Schema) -> FieldSet {
@@ -371,7 +395,10 @@ pub(crate) fn changed_fields(old: &Value, new: &Value, schema: &Schema) -> Field
         let changed = if is_item(&path) {
             before.is_none()
         } else {
-            before != value_at(new, &path)
+            !match (before, value_at(new, &path)) {
+                (Some(a), Some(b)) => same_value(a, b),
+                (a, b) => a == b,
+            }
         };
         if changed {
             out.insert(&path);
@@ -830,6 +857,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(obj["data"], json!({"c": "4"}));
+    }
+
+    #[test]
+    fn equal_values_are_co_owned_whatever_their_number_form() {
+        assert!(same_value(
+            &json!({"m": [1, 2.5]}),
+            &json!({"m": [1.0, 2.5]})
+        ));
+        assert!(!same_value(&json!(1), &json!(1.5)));
+        assert!(!same_value(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+        assert!(!same_value(&json!(u64::MAX), &json!(-1)));
+        let schema = Schema::builtin();
+        let mut entries = Vec::new();
+        let first = json!({"spec": {"versions": [{"name": "v1", "maximum": 100.0}]}});
+        let obj = apply(
+            &json!({}),
+            &first,
+            &mut entries,
+            &writer("one"),
+            false,
+            &schema,
+        )
+        .unwrap();
+        let same = json!({"spec": {"versions": [{"name": "v1", "maximum": 100}]}});
+        apply(&obj, &same, &mut entries, &writer("two"), false, &schema).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.fields.contains(&path(&["f:spec", "f:versions"])))
+        );
+        let other = json!({"spec": {"versions": [{"name": "v1", "maximum": 99}]}});
+        let err = apply(&obj, &other, &mut entries, &writer("three"), false, &schema).unwrap_err();
+        let managers: Vec<&str> = err.iter().map(|c| c.manager.as_str()).collect();
+        assert_eq!(managers, ["one", "two"]);
     }
 
     #[test]

@@ -42,6 +42,25 @@ pub(crate) fn resource_version(obj: &Value) -> u64 {
     meta_str(obj, "resourceVersion").parse().unwrap_or(0)
 }
 
+/// The `apiVersion` of metadata-only objects and lists.
+pub(crate) const PARTIAL_API_VERSION: &str = "meta.k8s.io/v1";
+
+/// Whether the `Accept` header asks for `PartialObjectMetadata` (or its list) first.
+pub(crate) fn wants_metadata(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|first| {
+        first.contains("as=PartialObjectMetadata") && first.contains("g=meta.k8s.io")
+    })
+}
+
+/// An object as metadata-only clients see it: its `metadata`, nothing else.
+pub(crate) fn partial(obj: &Value) -> Value {
+    let metadata = obj
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": PARTIAL_API_VERSION, "metadata": metadata})
+}
+
 pub(crate) fn labels(obj: &Value) -> Option<&Map<String, Value>> {
     metadata(obj)?.get("labels")?.as_object()
 }

@@ -23,12 +23,24 @@
 //! - Patches: JSON merge, JSON patch, strategic merge (approximated, see
 //!   below), server-side apply with field ownership (`managedFields`),
 //!   conflicts, `force`, and removal of fields a manager stops applying.
+//!   Managers applying the same value co-own it; numbers compare by value
+//!   (`1` and `1.0` are the same, as in a typed field).
 //! - Metadata: uid, creationTimestamp, a cluster-wide resourceVersion,
 //!   generation (bumped on changes outside metadata, and outside status for
 //!   kinds with a status subresource), finalizers and deletionTimestamp,
 //!   ownerReference garbage collection (background, foreground, orphan),
 //!   namespace deletion with its contents.
 //! - Optimistic concurrency (409 on a stale resourceVersion).
+//! - The API server's limits, with its codes and messages (those of v1.33):
+//!   request bodies up to 3 MiB (413); label keys and values, annotation
+//!   keys and their 256 KiB total on every kind; ConfigMap and Secret data
+//!   keys, 1 MiB of values (`binaryData` and Secret `data` counted decoded,
+//!   `stringData` merged first; undecodable base64 is a 400), `immutable`
+//!   data and flag, and a Secret's fixed `type`; an Event with an
+//!   `eventTime` must name its reporter, action and reason (128 characters
+//!   at most) and keep its message to 1024 (422 for all of these).
+//! - Metadata-only clients (`PartialObjectMetadata` and its list, for get,
+//!   list, watch and write responses).
 //! - List and watch: label and field selectors, pagination with consistent
 //!   continue tokens, `resourceVersion`/`resourceVersionMatch`, watch from a
 //!   resourceVersion, selector transitions as ADDED/DELETED, bookmarks,
@@ -37,7 +49,9 @@
 //! - Admission of custom resources through an [`AdmissionHook`].
 //! - Bearer-token authentication and RBAC authorization (off by default).
 //! - Fault injection and a request log ([`Faults`], [`RequestLog`], also as
-//!   JSON under `/_emulator/faults` and `/_emulator/requests`).
+//!   JSON under `/_emulator/faults` and `/_emulator/requests`). An injected
+//!   429 is priority and fairness' answer: `Retry-After: 1` and
+//!   `details.retryAfterSeconds`.
 //!
 //! # What it deliberately does not
 //!
@@ -49,6 +63,9 @@
 //! - Protobuf (only the request bodies kubectl's typed commands send are
 //!   decoded: reviews, Namespace, ConfigMap, Secret, ServiceAccount),
 //!   aggregated discovery, OpenAPI v2, `explain`, TLS, impersonation.
+//! - Other built-in validation: object names, type-specific Secret keys
+//!   (`kubernetes.io/tls` and the like), the stricter `events.k8s.io`
+//!   checks, workload specs; and the total object size etcd enforces.
 //! - Strategic merge patch is JSON merge patch in which the lists the
 //!   built-in kinds declare mergeable (containers, volumes, env, ports,
 //!   volumeMounts, conditions, ownerReferences by key; finalizers as a set)
@@ -66,6 +83,7 @@ mod discovery;
 mod faults;
 mod fields;
 mod kubeconfig;
+mod limits;
 mod meta;
 mod objects;
 mod patch;

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::emulator::admission::{self, AdmissionHook};
 use crate::emulator::convert;
 use crate::emulator::fields::{self, ManagedEntry, Schema, Scope, Writer};
+use crate::emulator::limits;
 use crate::emulator::meta;
 use crate::emulator::patch::{self, PatchError, PatchType};
 use crate::emulator::registry::{Registry, ResourceType, resource_from_crd};
@@ -262,9 +263,9 @@ fn unchanged(current: &Value, new: &Value) -> bool {
                         .zip(y)
                         .all(|(e, f)| same_map(e, f, &["time"], |_, a, b| a == b))
             }
-            _ => a == b,
+            _ => fields::same_value(a, b),
         }),
-        _ => a == b,
+        _ => fields::same_value(a, b),
     })
 }
 
@@ -474,6 +475,21 @@ impl Objects {
         }
     }
 
+    /// The API server's limits on sizes, keys, labels and annotations, and immutability.
+    fn check_limits(t: &Target, obj: &Value, previous: Option<&Value>) -> Result<(), ApiError> {
+        let causes = limits::check(&t.rt.group, &t.rt.plural, obj, previous)?;
+        if causes.is_empty() {
+            return Ok(());
+        }
+        let shown = t.view.as_deref().unwrap_or(&t.rt);
+        Err(ApiError::invalid(
+            &shown.group,
+            &shown.kind,
+            meta::name(obj),
+            causes,
+        ))
+    }
+
     fn check_kind(t: &Target, obj: &Value) -> Result<(), ApiError> {
         if let Some(kind) = obj.get("kind").and_then(Value::as_str)
             && !kind.is_empty()
@@ -583,6 +599,7 @@ impl Objects {
         }
         self.prepare_kind(t, &mut obj, None)?;
         self.admit(t, &mut obj)?;
+        Self::check_limits(t, &obj, None)?;
         let entries = match ownership {
             Ownership::Applied(entries) => entries,
             Ownership::Update(manager) => {
@@ -696,6 +713,7 @@ impl Objects {
             meta::set_meta(&mut obj, "generation", json!(generation + 1));
         }
         self.admit(t, &mut obj)?;
+        Self::check_limits(t, &obj, Some(current))?;
         let entries = match ownership {
             Ownership::Applied(entries) => entries,
             Ownership::Update(manager) => {

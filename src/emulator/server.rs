@@ -16,21 +16,29 @@ use serde_json::{Map, Value, json};
 use crate::emulator::authz::{self, Attributes, UserInfo};
 use crate::emulator::discovery;
 use crate::emulator::faults::{FaultRequest, Faults, RequestLog, RequestRecord};
+use crate::emulator::limits;
 use crate::emulator::meta;
 use crate::emulator::objects::{DeleteOptions, Objects, Target, WriteOptions, list_body};
 use crate::emulator::patch::PatchType;
 use crate::emulator::registry::ResourceType;
 use crate::emulator::selectors::{FieldSelector, LabelSelector};
 use crate::emulator::status::ApiError;
-use crate::emulator::store::{Key, ObjRef};
+use crate::emulator::store::{Key, ObjRef, StoredObject};
 use crate::emulator::table::{self, IncludeObject, Table};
 use crate::emulator::watch::{self, Filter, WatchRequest};
 
 /// Path prefix carrying a bearer token (see [`split_token`]).
 pub(crate) const TOKEN_PREFIX: &str = "/_token/";
 
-/// Largest request body accepted.
+/// Largest body of a request to the emulator's own endpoints.
 const MAX_BODY: usize = 16 << 20;
+
+/// How much of an oversized body is read (and dropped) before answering, so
+/// that the client, still sending, reads the 413 rather than a reset connection.
+const MAX_DRAIN: usize = 64 << 20;
+
+/// Seconds a throttled client is told to wait (priority and fairness' default).
+const RETRY_AFTER_SECONDS: u32 = 1;
 
 /// Bearer tokens and whether they are required.
 pub(crate) struct Auth {
@@ -105,7 +113,22 @@ fn object_response(code: u16, obj: &ObjRef) -> Response {
 }
 
 fn error_response(e: &ApiError) -> Response {
-    json_response(e.code, &e.to_value())
+    let mut r = json_response(e.code, &e.to_value());
+    if let Some(seconds) = e.retry_after() {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    }
+    r
+}
+
+/// An object as the client asked for it: in its version, or its metadata only.
+fn shown(rt: &ResourceType, version: &str, obj: &ObjRef, metadata_only: bool) -> ObjRef {
+    let shown = Objects::present(rt, version, obj);
+    if metadata_only {
+        Arc::new(StoredObject::new(meta::partial(shown.value())))
+    } else {
+        shown
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -480,8 +503,10 @@ impl Shared {
         if let Some(delay) = outcome.delay {
             tokio::time::sleep(delay).await;
         }
-        if let Some(code) = outcome.fail {
-            return Err(ApiError::new(code, format!("injected fault: {code}")));
+        match outcome.fail {
+            Some(429) => return Err(ApiError::too_many_requests(RETRY_AFTER_SECONDS)),
+            Some(code) => return Err(ApiError::new(code, format!("injected fault: {code}"))),
+            None => {}
         }
         let review_by_anyone = rt.plural == "selfsubjectaccessreviews";
         if self.auth.enabled
@@ -520,8 +545,9 @@ impl Shared {
             force: flag(query, "force"),
             dry_run: query.contains_key("dryRun"),
         };
+        let metadata_only = table.is_none() && meta::wants_metadata(accept);
         let objects = &self.objects;
-        let present = |o: &ObjRef| Objects::present(&rt, &p.version, o);
+        let present = |o: &ObjRef| shown(&rt, &p.version, o, metadata_only);
 
         match verb {
             "get" => {
@@ -537,8 +563,8 @@ impl Shared {
                     None => object_response(200, &obj),
                 })
             }
-            "list" => self.list(&rt, &p, query, table.as_ref()),
-            "watch" => self.watch(&rt, &p, query, table),
+            "list" => self.list(&rt, &p, query, table.as_ref(), metadata_only),
+            "watch" => self.watch(&rt, &p, query, table, metadata_only),
             "create" => {
                 let body = read_json(headers, body).await?;
                 if rt.create_only {
@@ -629,6 +655,7 @@ impl Shared {
         p: &ResourcePath,
         query: &HashMap<String, String>,
         table: Option<&Table>,
+        metadata_only: bool,
     ) -> Result<Response, ApiError> {
         let filter = self.filter(rt, p, query)?;
         let limit = match query.get("limit").map(|l| l.parse::<i64>()) {
@@ -681,7 +708,7 @@ impl Shared {
         let items: Vec<ObjRef> = page
             .items
             .iter()
-            .map(|o| Objects::present(rt, &p.version, o))
+            .map(|o| shown(rt, &p.version, o, metadata_only))
             .collect();
         if let Some(t) = table {
             return Ok(json_response(
@@ -692,10 +719,18 @@ impl Shared {
         // Splice the objects' cached JSON instead of re-serialising them.
         let mut out =
             Vec::with_capacity(items.iter().map(|o| o.json().len() + 1).sum::<usize>() + 256);
+        let (kind, api_version) = if metadata_only {
+            (
+                "PartialObjectMetadataList".to_string(),
+                meta::PARTIAL_API_VERSION.to_string(),
+            )
+        } else {
+            (format!("{}List", rt.kind), rt.api_version(&p.version))
+        };
         let head = format!(
             "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{},\"items\":",
-            json!(format!("{}List", rt.kind)),
-            json!(rt.api_version(&p.version)),
+            json!(kind),
+            json!(api_version),
             Value::Object(list_meta)
         );
         out.extend_from_slice(head.as_bytes());
@@ -716,6 +751,7 @@ impl Shared {
         p: &ResourcePath,
         query: &HashMap<String, String>,
         table: Option<Table>,
+        metadata_only: bool,
     ) -> Result<Response, ApiError> {
         let filter = self.filter(rt, p, query)?;
         let from = match query.get("resourceVersion").map(String::as_str) {
@@ -738,6 +774,7 @@ impl Shared {
             bookmarks: flag(query, "allowWatchBookmarks"),
             timeout,
             table,
+            metadata_only,
             force_expired: self.faults.take_watch_expiry(&rt.plural),
         };
         let stream = watch::stream(
@@ -820,10 +857,26 @@ impl Shared {
     }
 }
 
+/// Reads a request body of at most [`limits::MAX_REQUEST_BODY`] bytes, as the API server does.
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|e| ApiError::new(413, format!("request body unreadable or too large: {e}")))
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("request body unreadable: {e}")))?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limits::MAX_REQUEST_BODY {
+            buf.extend_from_slice(&chunk);
+        } else if seen >= MAX_DRAIN {
+            break;
+        }
+    }
+    if seen > limits::MAX_REQUEST_BODY {
+        return Err(limits::body_too_large());
+    }
+    Ok(Bytes::from(buf))
 }
 
 async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {

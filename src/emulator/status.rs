@@ -31,6 +31,7 @@ pub(crate) fn reason_for_code(code: u16) -> &'static str {
         406 => "NotAcceptable",
         409 => "Conflict",
         410 => "Expired",
+        413 => "RequestEntityTooLarge",
         415 => "UnsupportedMediaType",
         422 => "Invalid",
         429 => "TooManyRequests",
@@ -92,6 +93,23 @@ impl ApiError {
             name,
             "the object has been modified; please apply your changes to the latest version and try again",
         )
+    }
+
+    /// A 429 asking the client to wait `seconds`, as priority and fairness
+    /// answers; the response carries them as `Retry-After` too.
+    pub fn too_many_requests(seconds: u32) -> Self {
+        let mut err = ApiError::new(429, "Too many requests, please try again later.");
+        err.details = Some(json!({"retryAfterSeconds": seconds}));
+        err
+    }
+
+    /// `details.retryAfterSeconds`, when the client is told to wait.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.details
+            .as_ref()?
+            .get("retryAfterSeconds")?
+            .as_u64()
+            .filter(|s| *s > 0)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {

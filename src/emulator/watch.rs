@@ -56,6 +56,8 @@ pub(crate) struct WatchRequest {
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
     pub table: Option<Table>,
+    /// Objects go out as `PartialObjectMetadata`.
+    pub metadata_only: bool,
     /// Answer with a 410 event instead of watching (fault injection).
     pub force_expired: bool,
 }
@@ -66,6 +68,7 @@ struct Watcher {
     resource: String,
     filter: Filter,
     table: Option<Table>,
+    metadata_only: bool,
     receiver: broadcast::Receiver<Arc<StoreEvent>>,
     pending: VecDeque<Bytes>,
     last_rv: u64,
@@ -119,6 +122,10 @@ impl Watcher {
                 );
                 out.extend(line(kind.as_str(), t.to_string().as_bytes()));
             }
+            None if self.metadata_only => {
+                let partial = meta::partial(obj.value());
+                out.extend(line(kind.as_str(), partial.to_string().as_bytes()));
+            }
             None => out.extend(line(kind.as_str(), obj.json())),
         }
     }
@@ -146,9 +153,17 @@ impl Watcher {
     }
 
     fn bookmark(&self) -> Bytes {
+        let (kind, api_version) = if self.metadata_only {
+            (
+                "PartialObjectMetadata".to_string(),
+                meta::PARTIAL_API_VERSION.to_string(),
+            )
+        } else {
+            (self.rt.kind.clone(), self.rt.api_version(&self.version))
+        };
         let obj = json!({
-            "kind": self.rt.kind,
-            "apiVersion": self.rt.api_version(&self.version),
+            "kind": kind,
+            "apiVersion": api_version,
             "metadata": {"resourceVersion": self.last_rv.to_string()},
         });
         Bytes::from(line("BOOKMARK", obj.to_string().as_bytes()))
@@ -255,6 +270,7 @@ pub(crate) fn stream(
             resource,
             filter: req.filter,
             table: req.table,
+            metadata_only: req.metadata_only,
             receiver: sub.receiver,
             pending: VecDeque::new(),
             last_rv: sub.rv,

@@ -358,11 +358,11 @@ impl Metrics {
         // Every label set the controller can count starts at zero, so that a scrape shows
         // each family and `increase()` sees the first rollback, not only the second.
         for reason in ["GateFailed", "ProgressDeadlineExceeded", "Aborted", "Other"] {
-            rollbacks.get_or_create(&ReasonLabels { reason });
+            let _ = rollbacks.get_or_create(&ReasonLabels { reason });
         }
         for gate in ["prometheus", "webhook", "unknown"] {
             for verdict in ["Pass", "Fail", "Inconclusive"] {
-                gate_evaluations.get_or_create(&GateLabels { gate, verdict });
+                let _ = gate_evaluations.get_or_create(&GateLabels { gate, verdict });
             }
         }
         let sub = registry.sub_registry_with_prefix("ringfence");

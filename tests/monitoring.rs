@@ -261,6 +261,12 @@ fn values_schema_rejects_bad_alert_settings() {
 #[test]
 fn alerts_pass_promtool_check_and_unit_tests() {
     let groups = rendered_rule_groups(json!({"prometheusRule": {"enabled": true}}));
+    assert!(
+        rule_expressions(&groups)
+            .iter()
+            .all(|e| e.contains(&format!(r#"job="{RELEASE}-metrics""#))),
+        "the unit tests' series are the job the release's ServiceMonitor scrapes"
+    );
     let dir = support::tempdir::tempdir().unwrap();
     // JSON is YAML: the rule groups exactly as Helm rendered them.
     std::fs::write(
@@ -278,7 +284,7 @@ fn alerts_pass_promtool_check_and_unit_tests() {
 
     // The unit tests exercise every alert, firing and silent.
     let unit_tests = std::fs::read_to_string(UNIT_TESTS).unwrap();
-    for alert in rule_expressions_alerts(&groups) {
+    for alert in alert_names(&groups) {
         let fires = Regex::new(&format!(
             r"alertname: {alert}\n\s+exp_alerts:\n\s+- exp_labels"
         ))
@@ -292,7 +298,7 @@ fn alerts_pass_promtool_check_and_unit_tests() {
     }
 }
 
-fn rule_expressions_alerts(groups: &Value) -> Vec<String> {
+fn alert_names(groups: &Value) -> Vec<String> {
     groups
         .as_array()
         .unwrap()
@@ -390,7 +396,7 @@ async fn live_metrics_pass_promtool_and_cover_alerts_and_dashboard() {
         "{body}"
     );
 
-    let mut served = served_names(&body);
+    let mut served = served_names(body);
     // Prometheus' own series for every target.
     served.insert("up".to_string());
     let groups = rendered_rule_groups(json!({"prometheusRule": {"enabled": true}}));

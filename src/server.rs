@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -40,17 +40,27 @@ async fn readyz(State(ready): State<Readiness>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    match metrics.render() {
-        Ok(body) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
+/// OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format to
+/// everything else (`curl ... | promtool check metrics`), as Go's client does.
+async fn metrics(State(metrics): State<Arc<Metrics>>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let (content_type, body) = if openmetrics {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
         )
-            .into_response(),
+    } else {
+        (
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            metrics.render_prometheus_text(),
+        )
+    };
+    match body {
+        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -120,10 +130,15 @@ mod tests {
     use kube::runtime::reflector;
 
     async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
+        get_with(addr, path, "").await
+    }
+
+    async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\n{headers}connection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await
         .unwrap();
@@ -159,6 +174,10 @@ mod tests {
         let (code, body) = get_text(a, "/metrics").await;
         assert_eq!(code, 200);
         assert!(body.contains("ringfence_rollouts"));
+        assert!(body.contains("text/plain; version=0.0.4") && !body.contains("# EOF"));
+        let accept = "accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n";
+        let (_, body) = get_with(a, "/metrics", accept).await;
+        assert!(body.contains("application/openmetrics-text") && body.contains("# EOF"));
         tx.send(()).unwrap();
         task.await.unwrap().unwrap();
     }

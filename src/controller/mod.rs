@@ -149,6 +149,9 @@ impl Operator {
         .touched_objects();
 
         let metrics = Arc::new(Metrics::new(store.clone()));
+        if let Some(leader) = &self.options.leader {
+            metrics.follow_leadership(leader.clone());
+        }
         let (addrs, serve) = server::bind(
             self.options.health_addr,
             self.options.metrics_addr,

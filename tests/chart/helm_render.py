@@ -28,9 +28,9 @@ except ImportError as e:
 
 KUBE_VERSION = "1.33.0"
 
-# kubernetes-validate knows only built-in kinds. The prometheus-operator CRD is
-# not ours to vendor, so the fields this chart sets are checked against this
-# subset of its schema.
+# kubernetes-validate knows only built-in kinds. The prometheus-operator CRDs are
+# not ours to vendor, so the fields this chart sets are checked against these
+# subsets of their schemas.
 SERVICE_MONITOR_SCHEMA = {
     "type": "object",
     "required": ["apiVersion", "kind", "metadata", "spec"],
@@ -66,12 +66,70 @@ SERVICE_MONITOR_SCHEMA = {
                             "path": {"type": "string"},
                             "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                             "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "honorLabels": {"type": "boolean"},
                         },
                     },
                 },
             },
         },
     },
+}
+
+PROMETHEUS_DURATION = "^([0-9]+(ms|s|m|h|d|w|y))+$"
+
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name", "namespace"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string", "pattern": PROMETHEUS_DURATION},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["alert", "expr"],
+                                    "properties": {
+                                        "alert": {"type": "string", "minLength": 1},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": {"type": "string", "pattern": PROMETHEUS_DURATION},
+                                        "labels": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                        "annotations": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+OPERATOR_SCHEMAS = {
+    "ServiceMonitor": SERVICE_MONITOR_SCHEMA,
+    "PrometheusRule": PROMETHEUS_RULE_SCHEMA,
 }
 
 
@@ -81,8 +139,9 @@ def lint(args):
 
 
 def validate(obj, template):
-    if obj.get("kind") == "ServiceMonitor":
-        jsonschema.validate(obj, SERVICE_MONITOR_SCHEMA)
+    schema = OPERATOR_SCHEMAS.get(obj.get("kind"))
+    if schema is not None:
+        jsonschema.validate(obj, schema)
         return
     try:
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)

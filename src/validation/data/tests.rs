@@ -156,9 +156,16 @@ fn yaml_is_read_as_a_document_for_the_schema() {
     );
 }
 
+/// A format, values it reads, and values it refuses with (part of) the message.
+type FormatCase = (
+    ValueFormat,
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+);
+
 #[test]
 fn scalar_formats_read_their_values() {
-    let cases: &[(ValueFormat, &[&str], &[(&str, &str)])] = &[
+    let cases: &[FormatCase] = &[
         (
             ValueFormat::Int,
             &["0", "-12", "+7", "9223372036854775807"],

@@ -447,3 +447,98 @@ fn base64_encode(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_that_turns_invalid_mid_rollout_writes_nothing_more() {
+    let mut c = Cluster::start().await;
+    c.namespace(NS, &[]).await;
+    for cell in ["cell-1", "cell-2"] {
+        c.namespace(cell, &[("ringfence.dev/allow-from", NS)]).await;
+    }
+    let rules =
+        |maximum: u32| format!("- key: retries\n  format: int\n  schema: {{maximum: {maximum}}}\n");
+    c.config_map(NS, "flags-schema", &[("validation.yaml", &rules(10))])
+        .await;
+    c.start_controller().await;
+    let mut rollout = json!({
+        "metadata": {"name": "flags"},
+        "spec": {
+            "config": {"name": "checkout-flags", "data": {"retries": "3"},
+                       "validationRef": {"name": "flags-schema"}},
+            "rings": [
+                {"name": "canary", "namespaces": ["cell-1"], "bake": "1h"},
+                {"name": "broad", "namespaces": ["cell-2"]},
+            ],
+        },
+    });
+    c.apply_rollout(NS, rollout.clone()).await;
+    c.wait_rollout(NS, "flags", "canary baking", |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.rings
+                .first()
+                .is_some_and(|ring| ring.phase == RingPhase::Verifying)
+        })
+    })
+    .await;
+
+    let seq = c.emu.request_log().last_seq();
+    rollout["spec"]["config"]["data"] = json!({"retries": "11"});
+    c.apply_rollout(NS, rollout.clone()).await;
+    let r = c
+        .wait_rollout(NS, "flags", "Valid=False for data over the maximum", |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.observed_generation == r.metadata.generation
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Valid" && c.reason == "ConfigDataInvalid")
+            })
+        })
+        .await;
+    let message = r.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        message.contains("spec.config.data[\"retries\"]: 11 is greater than the maximum of 10"),
+        "{message}"
+    );
+    let events = Api::<Event>::namespaced(c.client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("InvalidSpec")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("maximum of 10"))),
+        "{:#?}",
+        events.items
+    );
+    let target_writes: Vec<_> = c
+        .controller_writes_since(seq)
+        .into_iter()
+        .filter(|w| w.contains("configmaps"))
+        .collect();
+    assert!(target_writes.is_empty(), "{target_writes:#?}");
+    assert_eq!(
+        data(&c.get_config_map("cell-1", "checkout-flags").await.unwrap())["retries"],
+        "3"
+    );
+    assert!(c.get_config_map("cell-2", "checkout-flags").await.is_none());
+
+    // Loosening the rules in the ConfigMap alone re-checks the rollout: the new revision goes out.
+    Api::<ConfigMap>::namespaced(c.client.clone(), NS)
+        .patch(
+            "flags-schema",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": {"validation.yaml": rules(20)}})),
+        )
+        .await
+        .unwrap();
+    c.wait_for(NS, "flags", "canary holds the new revision", || async {
+        c.get_config_map("cell-1", "checkout-flags")
+            .await
+            .is_some_and(|cm| data(&cm)["retries"] == "11")
+    })
+    .await;
+}

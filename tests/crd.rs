@@ -81,11 +81,16 @@ fn check_node(node: &CompiledSchema, path: &str, problems: &mut Vec<String>) {
                 problems.push(format!("{path}: {}: {}", rule.rule.rule, warning.message));
             }
         }
-        // A rule that walks a list or a string needs it bounded, or the API
+        // A rule that walks a list, a map or a string needs it bounded, or the API
         // server's cost estimate assumes the largest request it accepts.
-        let walks = rule.rule.rule.contains(".all(") || rule.rule.rule.contains(".exists");
-        if walks && node.max_items.is_none() {
-            problems.push(format!("{path}: {}: list without maxItems", rule.rule.rule));
+        let walks = rule.rule.rule.contains(".all(")
+            || rule.rule.rule.contains(".exists")
+            || rule.rule.rule.contains(".map(");
+        if walks && node.max_items.is_none() && node.max_properties.is_none() {
+            problems.push(format!(
+                "{path}: {}: list without maxItems or map without maxProperties",
+                rule.rule.rule
+            ));
         }
         let scans = rule.rule.rule.starts_with("self.matches")
             || rule.rule.rule.starts_with("self.startsWith");

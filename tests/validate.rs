@@ -299,3 +299,90 @@ fn validate_requires_a_file() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--filename"));
 }
+
+const SECRET_ROLLOUT: &str = "apiVersion: ringfence.dev/v1alpha1\nkind: ConfigRollout\n\
+metadata: {name: creds, namespace: platform}\n\
+spec:\n  config:\n    kind: Secret\n    name: creds\n    sourceRef: {name: creds-source}\n    validationRef: {name: creds-schema}\n  \
+rings: [{name: canary, namespaces: [cell-eu-1]}]\n";
+
+fn sources(creds_json: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(creds_json);
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds-source, namespace: platform}}\n\
+         data: {{creds.json: {encoded}}}\nstringData: {{timeout: 30s}}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: creds-schema, namespace: platform}}\n\
+         data:\n  validation.yaml: |\n    - key: creds.json\n      format: json\n      schema:\n        \
+         type: object\n        properties: {{port: {{type: integer, maximum: 10}}}}\n    \
+         - {{key: timeout, format: duration}}\n"
+    )
+}
+
+#[test]
+fn sources_give_the_data_and_rules_and_a_secret_never_shows() {
+    let dir = tempdir::tempdir().unwrap();
+    let rollout = dir.path().join("rollout.yaml");
+    let source = dir.path().join("sources.yaml");
+    std::fs::write(&rollout, SECRET_ROLLOUT).unwrap();
+    let args = |source: &Path| {
+        vec![
+            "validate".to_string(),
+            "-f".into(),
+            rollout.display().to_string(),
+            "--source".into(),
+            source.display().to_string(),
+        ]
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = ringfence(&args, None);
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+
+    std::fs::write(
+        &source,
+        sources(r#"{"password": "hunter2-s3cr3t", "port": 9999}"#),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(args(&source));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "{}: creds: Secret creds-source data[\"creds.json\"]: violates \"maximum\" (schema location /properties/port/maximum)\n",
+            rollout.display()
+        )
+    );
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains("hunter2") && !text.contains("9999"),
+            "{text}"
+        );
+    }
+
+    std::fs::write(
+        &source,
+        sources(r#"{"password": "hunter2-s3cr3t", "port": 8}"#),
+    )
+    .unwrap();
+    assert_eq!(
+        run(args(&source)),
+        (0, "1 manifest valid\n".into(), String::new())
+    );
+
+    // Without the sources, that data and those rules cannot be checked offline.
+    let output = ringfence(&["validate", "-f", rollout.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(0));
+
+    std::fs::write(&source, "a: [1\n").unwrap();
+    let (code, _, stderr) = run(args(&source));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with(&format!("{}: invalid YAML at line", source.display())),
+        "{stderr}"
+    );
+}

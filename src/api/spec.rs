@@ -22,6 +22,14 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+([.][0-9]+)?(ms|s|m|h))+$";
 /// Regex for a percentage `maxConcurrent` from 1% to 100%.
 pub const PERCENT_PATTERN: &str = r"^(100|[1-9][0-9]?)%$";
 
+/// A ConfigMap or Secret key, as kube-apiserver's `IsConfigMapKey` defines it
+/// (`k8s.io/apimachinery/pkg/util/validation`): besides this, at most 253 characters,
+/// and neither `.` nor `..` nor anything starting with `..`.
+pub const CONFIG_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+
+/// A glob over keys in a validation rule: key characters, `*` and `?`.
+pub const KEY_GLOB_PATTERN: &str = r"^[-._a-zA-Z0-9*?]+$";
+
 /// A staged rollout of one configuration object across rings of namespaces.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -96,6 +104,7 @@ pub enum ConfigKind {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.data) || has(self.sourceRef)").message("set data or sourceRef: the content to roll out"))]
 #[x_kube(validation = Rule::new("!has(self.data) || !has(self.sourceRef)").message("set data or sourceRef, not both"))]
+#[x_kube(validation = Rule::new("!has(self.validation) || !has(self.validationRef)").message("set validation or validationRef, not both"))]
 #[x_kube(validation = Rule::new("self.kind != 'Secret' || !has(self.data)").message("a Secret is rolled out from sourceRef only: inline data would put secret values in the ConfigRollout").field_path(".data").reason(Reason::FieldValueForbidden))]
 pub struct ConfigSpec {
     /// `ConfigMap` (default) or `Secret`.
@@ -110,13 +119,89 @@ pub struct ConfigSpec {
     pub name: String,
 
     /// Inline data (ConfigMap only).
+    // Keys as kube-apiserver checks them on the ConfigMap. The estimated cost of a rule
+    // over map keys is small: the API server sizes a key by its declared type, not by
+    // the request. The total counts characters, never more than the bytes the API
+    // server counts, so it refuses only data a ConfigMap could not hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 256))]
+    #[x_kube(validation = Rule::new(format!("self.all(k, size(k) <= 253 && k.matches('{CONFIG_KEY_PATTERN}'))")).message("keys must consist of alphanumeric characters, '-', '_' or '.', at most 253 of them"))]
+    #[x_kube(validation = Rule::new("self.all(k, k != '.' && !k.startsWith('..'))").message("keys must not be '.' or '..' or start with '..'"))]
+    #[x_kube(validation = Rule::new("self.map(k, size(self[k])).sum() <= 1048576").message("the values must total at most 1 MiB (1048576 bytes), what a ConfigMap can hold"))]
     pub data: Option<BTreeMap<String, String>>,
 
     /// Copy the data from an object of the same kind in the rollout's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ref: Option<SourceRef>,
+
+    /// Rules the data must follow before any ring is written: a format and a JSON Schema per key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub validation: Vec<ValidationRule>,
+
+    /// Read the rules from the `validation.yaml` key of a ConfigMap in the rollout's namespace instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_ref: Option<SourceRef>,
+}
+
+/// What a data value must be, checked before any ring is written.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.key) != has(self.keyPattern)").message("set exactly one of key and keyPattern"))]
+pub struct ValidationRule {
+    /// The key this rule checks; it must be present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = CONFIG_KEY_PATTERN))]
+    pub key: Option<String>,
+
+    /// The keys this rule checks, as a glob: `*` matches any characters, `?` one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = KEY_GLOB_PATTERN))]
+    pub key_pattern: Option<String>,
+
+    /// How the value is read.
+    #[serde(default)]
+    pub format: ValueFormat,
+
+    /// JSON Schema (draft 2020-12) for the value as read: the document for `json` and `yaml`,
+    /// the number, boolean or string for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub schema: Option<serde_json::Value>,
+}
+
+/// How a data value is read.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ValueFormat {
+    /// A JSON document.
+    Json,
+    /// A YAML document.
+    Yaml,
+    /// A decimal 64-bit integer.
+    Int,
+    /// A finite decimal number.
+    Float,
+    /// `true` or `false`.
+    Bool,
+    /// A Go duration such as `300ms`, `1.5h` or `2h45m`.
+    Duration,
+    /// An absolute URL.
+    Url,
+    /// A regular expression (RE2 syntax).
+    Regex,
+    /// Any text.
+    #[default]
+    String,
+}
+
+/// A JSON Schema: any object, kept as written.
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "JSON Schema (draft 2020-12) for the value as read: the document for `json` and `yaml`, the number, boolean or string for the others.",
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// An object in the rollout's own namespace.

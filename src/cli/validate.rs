@@ -1,4 +1,5 @@
-//! `ringfence validate -f FILE...`: offline checks of ConfigRollout manifests.
+//! `ringfence validate -f FILE... [--source FILE...]`: offline checks of ConfigRollout
+//! manifests and of the configuration they carry.
 //!
 //! Prints one line per problem, `FILE: NAME: FIELD: problem`, and exits with 0
 //! when every manifest is valid, 1 when any has a problem, and 2 when a file
@@ -11,12 +12,18 @@ use std::process::ExitCode;
 
 use super::{CommandError, Run};
 use crate::validation::ManifestValidator;
+use crate::validation::manifest::parse_documents;
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
     /// Manifest files (YAML, several `---` documents each); `-` reads stdin.
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+
+    /// ConfigMap and Secret manifests that `sourceRef` and `validationRef` name, so their
+    /// data and rules are checked too.
+    #[arg(long = "source", value_name = "FILE", num_args = 1..)]
+    pub sources: Vec<PathBuf>,
 }
 
 impl Run for ValidateArgs {
@@ -32,7 +39,22 @@ impl Run for ValidateArgs {
                 (path.display().to_string(), std::fs::read_to_string(path))
             }
         });
-        let validator = ManifestValidator::new()?;
+        let mut objects = Vec::new();
+        for path in &self.sources {
+            let parsed = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read: {e}"))
+                .and_then(|text| {
+                    parse_documents(&text).map_err(|e| format!("invalid YAML at {e}"))
+                });
+            match parsed {
+                Ok(documents) => objects.extend(documents),
+                Err(why) => {
+                    eprintln!("{}: {why}", path.display());
+                    return Ok(ExitCode::from(Outcome::Unreadable.code()));
+                }
+            }
+        }
+        let validator = ManifestValidator::new()?.with_sources(objects);
         let report = validate_sources(&validator, sources);
         super::print(&report.stdout)?;
         if !report.stderr.is_empty() {

@@ -4,7 +4,8 @@
 //! Watches that re-trigger a rollout (metadata only, to keep memory flat):
 //! - targets (ConfigMaps and Secrets labelled `app.kubernetes.io/managed-by=ringfence`),
 //!   mapped back through their `ringfence.dev/rollout` annotation;
-//! - source objects in the watched scope, mapped to rollouts whose `sourceRef` names them;
+//! - source objects in the watched scope, mapped to rollouts whose `sourceRef` or
+//!   `validationRef` names them;
 //! - Deployments, StatefulSets and DaemonSets, mapped to rollouts whose workload selector
 //!   matches them in one of their target namespaces;
 //! - namespaces (also cached for their labels), mapped to rollouts not yet resolved or
@@ -43,7 +44,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 
-use crate::api::{ConfigKind, ConfigRollout, ROLLOUT_ANNOTATION};
+use crate::api::{ConfigKind, ConfigRollout, ROLLOUT_ANNOTATION, SourceRef};
 use crate::engine::Settings;
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness};
@@ -424,14 +425,12 @@ fn by_source<K: Resource>(
     obj: &PartialObjectMeta<K>,
 ) -> Refs {
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let names = |s: &Option<SourceRef>| s.as_ref().is_some_and(|s| s.name == name);
     refs(store, |r| {
+        let config = &r.spec.config;
         r.namespace().as_deref() == Some(ns.as_str())
-            && r.spec.config.kind == kind
-            && r.spec
-                .config
-                .source_ref
-                .as_ref()
-                .is_some_and(|s| s.name == name)
+            && ((config.kind == kind && names(&config.source_ref))
+                || (kind == ConfigKind::ConfigMap && names(&config.validation_ref)))
     })
 }
 
@@ -524,7 +523,7 @@ mod tests {
         let b = rollout(
             "platform",
             "b",
-            json!({"config": {"name": "other", "data": {}}, "rings": [{"name": "r", "namespaces": ["cell-2"]}]}),
+            json!({"config": {"name": "other", "data": {}, "validationRef": {"name": "rules"}}, "rings": [{"name": "r", "namespaces": ["cell-2"]}]}),
         );
         let store = store_with(vec![a, b]);
         let meta = |ns: &str,
@@ -564,6 +563,11 @@ mod tests {
             vec![ObjectRef::new("a").within("platform")]
         );
         assert!(by_source(&store, ConfigKind::Secret, &src).is_empty());
+        let rules = meta("platform", "rules", json!({}), json!({}));
+        assert_eq!(
+            by_source(&store, ConfigKind::ConfigMap, &rules),
+            vec![ObjectRef::new("b").within("platform")]
+        );
 
         let web = meta("cell-1", "web", json!({"app": "web"}), json!({}));
         assert_eq!(by_workload(&store, &web).len(), 1);

@@ -14,8 +14,9 @@ use super::error::Error;
 use super::priors::{PriorStore, Priors};
 use super::targets::ObservedTarget;
 use super::workloads;
-use crate::api::{ConfigKind, ConfigRollout};
+use crate::api::{ConfigKind, ConfigRollout, ValidationRule};
 use crate::engine::{NamespaceInfo, ResolvedConfig, TargetState, World};
+use crate::validation::data::RULES_KEY;
 
 /// The world, plus the prior records the actions need.
 pub struct Observed {
@@ -76,6 +77,36 @@ pub async fn resolve_config(
         }
         (None, None, _) => Ok(Err("spec.config sets neither data nor sourceRef".into())),
     }
+}
+
+/// Reads the rules of `spec.config.validationRef`: a YAML list under [`RULES_KEY`] of a
+/// ConfigMap in the rollout's namespace. None when the rollout has no `validationRef`.
+pub async fn resolve_validation(
+    ctx: &Context,
+    rollout: &ConfigRollout,
+) -> Result<Option<Result<Vec<ValidationRule>, String>>, Error> {
+    let Some(reference) = &rollout.spec.config.validation_ref else {
+        return Ok(None);
+    };
+    let ns = rollout.namespace().unwrap_or_default();
+    let found = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| Error::kube("read validation ConfigMap", e))?;
+    Ok(Some(match found {
+        None => Err(format!("ConfigMap {ns}/{} not found", reference.name)),
+        Some(cm) => parse_rules(cm.data.as_ref().and_then(|d| d.get(RULES_KEY))),
+    }))
+}
+
+fn parse_rules(text: Option<&String>) -> Result<Vec<ValidationRule>, String> {
+    let text = text.ok_or_else(|| format!("it has no key {RULES_KEY}"))?;
+    serde_saphyr::from_str(text).map_err(|e| {
+        format!(
+            "{RULES_KEY} is not a list of rules: {}",
+            e.without_snippet()
+        )
+    })
 }
 
 /// Namespaces any ring could resolve to: recorded targets, explicit lists and selector matches.
@@ -143,6 +174,7 @@ async fn rollout_exists(ctx: &Context, key: &str) -> Result<bool, Error> {
 pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed, Error> {
     let key = rollout_key(rollout);
     let config = resolve_config(ctx, rollout).await?;
+    let validation = resolve_validation(ctx, rollout).await?;
     let namespaces = namespaces(ctx);
     let candidates = candidate_namespaces(rollout, &namespaces);
     let uid = rollout.uid().unwrap_or_default();
@@ -183,6 +215,7 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
 
     let world = World {
         config: Some(config),
+        validation,
         namespaces,
         targets: target_states,
         priors: priors
@@ -204,6 +237,20 @@ mod tests {
     use super::*;
     use crate::api::ConfigRolloutSpec;
     use serde_json::json;
+
+    #[test]
+    fn validation_rules_parse_from_yaml_or_say_why_not() {
+        let text = "- key: settings.json\n  format: json\n  schema: {type: object}\n- keyPattern: '*.yaml'\n  format: yaml\n".to_string();
+        let rules = parse_rules(Some(&text)).unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[1].key_pattern.as_deref(), Some("*.yaml"));
+        assert_eq!(
+            parse_rules(None).unwrap_err(),
+            "it has no key validation.yaml"
+        );
+        let bad = "- key: a\n  format: xml\n".to_string();
+        assert!(parse_rules(Some(&bad)).unwrap_err().contains("xml"));
+    }
 
     #[test]
     fn candidates_cover_lists_selectors_and_recorded_targets() {

@@ -1296,4 +1296,117 @@ fn the_prior_count_follows_the_records() {
     assert_eq!(sim.status.priors.as_ref().map(|p| p.recorded), Some(3));
     sim.step();
     assert_eq!(sim.status.priors.as_ref().map(|p| p.recorded), Some(3));
+fn int_rule(key: &str, maximum: i64) -> crate::api::ValidationRule {
+    crate::api::ValidationRule {
+        key: Some(key.into()),
+        key_pattern: None,
+        format: crate::api::ValueFormat::Int,
+        schema: Some(serde_json::json!({"maximum": maximum})),
+    }
+}
+
+#[test]
+fn data_the_api_server_would_refuse_is_invalid_before_ring_one() {
+    let mut sim = two_rings();
+    sim.spec.config.data = Some([("bad key/with slash".to_string(), "1".to_string())].into());
+    sim.world.config = Some(Ok(resolved(&sim.spec)));
+    let decision = assert_invalid(&mut sim, "ConfigDataInvalid");
+    assert_eq!(event_reasons(&decision), vec!["InvalidSpec"]);
+    let message = sim.status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("spec.config.data[\"bad key/with slash\"]: a valid config key"),
+        "{message}"
+    );
+    assert!(sim.world.targets.values().all(|t| !t.exists));
+}
+
+#[test]
+fn data_that_turns_invalid_mid_rollout_writes_nothing_more() {
+    let mut sim = two_rings();
+    sim.spec.rings[0].bake = "1h".into();
+    sim.spec.config.validation = vec![int_rule("retries", 10)];
+    sim.settle(10);
+    let first = sim.revision();
+    assert!(holds(&sim, "cell-a", &first), "ring canary is written");
+    assert!(!sim.world.targets.contains_key("cell-b"));
+
+    sim.set_config("11");
+    let decision = assert_invalid(&mut sim, "ConfigDataInvalid");
+    assert_eq!(
+        decision.events[0].note,
+        "spec.config.data[\"retries\"]: 11 is greater than the maximum of 10"
+    );
+    // The bake of the old revision ends: still nothing is written, in any ring.
+    sim.advance(7200);
+    for _ in 0..5 {
+        let decision = sim.step();
+        assert!(writes(&decision).is_empty(), "{:?}", decision.actions);
+    }
+    assert!(holds(&sim, "cell-a", &first));
+    assert!(!sim.world.targets.contains_key("cell-b") && !sim.world.targets.contains_key("cell-c"));
+
+    // Fixed data is a new revision that starts again from the first ring.
+    sim.set_config("5");
+    sim.settle(10);
+    assert_eq!(condition(&sim, "Valid").0, "True");
+    assert!(holds(&sim, "cell-a", &sim.revision()));
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
+fn a_secret_value_is_never_in_status_or_events() {
+    const VALUE: &str = "9999-s3cr3t";
+    let mut sim = two_rings();
+    sim.spec.config.kind = crate::api::ConfigKind::Secret;
+    sim.spec.config.data = None;
+    sim.spec.config.source_ref = Some(crate::api::SourceRef {
+        name: "creds".into(),
+    });
+    sim.spec.config.validation = vec![int_rule("port", 10), int_rule("retries", 10)];
+    sim.world.config = Some(Ok(ResolvedConfig {
+        kind: crate::api::ConfigKind::Secret,
+        data: [
+            ("port".to_string(), VALUE.as_bytes().to_vec()),
+            ("retries".to_string(), b"9999".to_vec()),
+        ]
+        .into(),
+    }));
+    let decision = assert_invalid(&mut sim, "ConfigDataInvalid");
+    let status = serde_json::to_string(&sim.status).unwrap();
+    let events = format!("{:?}", decision.events);
+    for text in [&status, &events] {
+        assert!(!text.contains("9999"), "{text}");
+    }
+    assert!(
+        status.contains(
+            "Secret creds data[\\\"retries\\\"]: violates \\\"maximum\\\" (schema location /maximum)"
+        ),
+        "{status}"
+    );
+    assert!(status.contains("Secret creds data[\\\"port\\\"]: is not a 64-bit integer"));
+}
+
+#[test]
+fn rules_from_a_validation_ref_are_waited_for_and_applied() {
+    let mut sim = two_rings();
+    sim.spec.config.validation_ref = Some(crate::api::SourceRef {
+        name: "flags-schema".into(),
+    });
+    assert_invalid(&mut sim, "ConfigUnresolvable");
+    sim.world.validation = Some(Err("ConfigMap platform/flags-schema not found".into()));
+    assert_invalid(&mut sim, "ConfigUnresolvable");
+
+    let mut broken = int_rule("retries", 10);
+    broken.key_pattern = Some("*".into());
+    sim.world.validation = Some(Ok(vec![broken]));
+    assert_invalid(&mut sim, "ValidationRuleInvalid");
+    assert!(sim.status.message.as_deref().unwrap_or("").contains(
+        "ConfigMap flags-schema validation.yaml[0]: set exactly one of key and keyPattern"
+    ));
+
+    sim.world.validation = Some(Ok(vec![int_rule("retries", 2)]));
+    assert_invalid(&mut sim, "ConfigDataInvalid");
+    sim.world.validation = Some(Ok(vec![int_rule("retries", 3)]));
+    sim.settle(10);
+    assert!(holds(&sim, "cell-a", &sim.revision()));
 }

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, Gate, Verdict};
+use crate::api::{
+    ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, Gate, ValidationRule, Verdict,
+};
 
 /// Everything `decide` looks at.
 #[derive(Clone, Debug)]
@@ -59,6 +61,8 @@ pub struct ResolvedConfig {
 pub struct World {
     /// The configuration to roll out, or why it could not be read (e.g. the source object is missing).
     pub config: Option<Result<ResolvedConfig, String>>,
+    /// The rules of `spec.config.validationRef`, or why they could not be read; None without one.
+    pub validation: Option<Result<Vec<ValidationRule>, String>>,
     /// Every namespace the controller can see, with its labels.
     pub namespaces: Vec<NamespaceInfo>,
     /// Current state of the target object in each namespace that has one (or that a ring resolves to).

@@ -43,6 +43,8 @@ pub(crate) fn spec_with_rings(rings: &[(&str, &[&str])]) -> ConfigRolloutSpec {
             name: "flags".into(),
             data: Some([("retries".to_string(), "3".to_string())].into()),
             source_ref: None,
+            validation: Vec::new(),
+            validation_ref: None,
         },
         rings: rings
             .iter()

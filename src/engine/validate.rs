@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::model::Inputs;
+use super::model::{Inputs, ResolvedConfig};
 use super::revision::revision_of;
 use super::rings::check_selectors;
-use crate::api::{ConfigRolloutSpec, Gate, LastValidSpec, Phase, WorkloadSpec, parse_duration};
+use crate::api::{
+    ConfigKind, ConfigRolloutSpec, Gate, LastValidSpec, Phase, WorkloadSpec, parse_duration,
+};
+use crate::validation::data::{self, Origin, RULES_KEY};
 
 /// Why the spec cannot be acted on: becomes `Valid=False` with this reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,6 +178,7 @@ pub(crate) fn plan(inputs: &Inputs) -> Result<Plan, Invalid> {
         .map(gate_plan)
         .collect::<Result<Vec<_>, Invalid>>()?;
     check_selectors(spec)?;
+    check_data(inputs, config)?;
     Ok(Plan {
         revision: revision_of(config),
         progress_deadline,
@@ -183,6 +187,64 @@ pub(crate) fn plan(inputs: &Inputs) -> Result<Plan, Invalid> {
         workloads: spec.workloads.clone(),
         automatic_rollback: spec.rollback.automatic,
     })
+}
+
+/// The data passes kube-apiserver's rules and the rollout's own, before any ring is written.
+fn check_data(inputs: &Inputs, config: &ResolvedConfig) -> Result<(), Invalid> {
+    let spec = &inputs.spec.config;
+    let (rules, rules_origin) = match (&spec.validation_ref, &inputs.world.validation) {
+        (None, _) => (
+            spec.validation.as_slice(),
+            "spec.config.validation".to_string(),
+        ),
+        (Some(r), Some(Ok(rules))) => (
+            rules.as_slice(),
+            format!("ConfigMap {} {RULES_KEY}", r.name),
+        ),
+        (Some(r), Some(Err(why))) => {
+            return Err(Invalid::new(
+                "ConfigUnresolvable",
+                format!(
+                    "validation rules in ConfigMap {} cannot be read: {why}",
+                    r.name
+                ),
+            ));
+        }
+        (Some(r), None) => {
+            return Err(Invalid::new(
+                "ConfigUnresolvable",
+                format!(
+                    "validation rules in ConfigMap {} have not been read yet",
+                    r.name
+                ),
+            ));
+        }
+    };
+    let data_origin = match &spec.source_ref {
+        Some(source) => format!("{} {} data", kind_name(config.kind), source.name),
+        None => "spec.config.data".to_string(),
+    };
+    let problems = data::check(config.kind, &config.data, rules);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let origin = Origin {
+        data: &data_origin,
+        rules: &rules_origin,
+    };
+    let reason = if problems.iter().any(data::DataProblem::is_rule_problem) {
+        "ValidationRuleInvalid"
+    } else {
+        "ConfigDataInvalid"
+    };
+    Err(Invalid::new(reason, data::summary(&problems, &origin)))
+}
+
+fn kind_name(kind: ConfigKind) -> &'static str {
+    match kind {
+        ConfigKind::ConfigMap => "ConfigMap",
+        ConfigKind::Secret => "Secret",
+    }
 }
 
 fn gate_plan(gate: &Gate) -> Result<GatePlan, Invalid> {

@@ -4,15 +4,22 @@
 //! is admitted through [`CompiledCrd`] built from the generated CRD (the one
 //! source of truth), after the request-level checks kube-apiserver makes
 //! (`apiVersion`, `kind`, `metadata.name`). Then what only a program can check:
-//! label selector syntax, query template placeholders, URLs and duration ranges.
+//! label selector syntax, query template placeholders, URLs and duration ranges;
+//! and the configuration data (see [`super::data`]): inline data, and the
+//! `sourceRef` and `validationRef` objects found among the sources given.
 
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde_json::Value;
 
+use super::data::{self, DataProblem, Origin, RULES_KEY, Subject};
 use super::schema::{CompiledCrd, FieldViolation, SchemaError, reason};
 use super::selector::{dns_label_error, dns_subdomain_error, validate_label_selector};
-use crate::api::{ConfigRollout, parse_duration};
+use crate::api::{ConfigKind, ConfigRollout, ValidationRule, parse_duration};
 use crate::gates::template::placeholders;
 
 /// A YAML text that is not a stream of documents.
@@ -36,6 +43,8 @@ pub struct DocumentReport {
 #[derive(Debug)]
 pub struct ManifestValidator {
     crd: CompiledCrd,
+    /// ConfigMaps and Secrets that `sourceRef` and `validationRef` may name.
+    sources: Vec<Value>,
 }
 
 impl ManifestValidator {
@@ -45,7 +54,15 @@ impl ManifestValidator {
             .map_err(|_| SchemaError::NotACrd("does not serialize"))?;
         Ok(Self {
             crd: CompiledCrd::new(&crd)?,
+            sources: Vec::new(),
         })
+    }
+
+    /// Adds ConfigMap and Secret manifests for `sourceRef` and `validationRef` to find
+    /// by kind and name; without them that data and those rules are not checked.
+    pub fn with_sources(mut self, objects: Vec<Value>) -> Self {
+        self.sources.extend(objects);
+        self
     }
 
     /// Parses `text` (YAML, `---`-separated documents; empty ones are skipped) and
@@ -115,11 +132,140 @@ impl ManifestValidator {
             out.extend(
                 program_violations(&rollout)
                     .into_iter()
+                    .chain(self.data_violations(&rollout))
                     .filter(|v| !known.contains(&v.field)),
             );
         }
         out
     }
+}
+
+impl ManifestValidator {
+    fn source(&self, rollout: &ConfigRollout, kind: &str, name: &str) -> Option<&Value> {
+        let namespace = rollout.metadata.namespace.as_deref();
+        self.sources.iter().find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"] == name
+                && namespace
+                    .is_none_or(|ns| o["metadata"]["namespace"].as_str().is_none_or(|n| n == ns))
+        })
+    }
+
+    /// The data and rules checks of [`data::check`], where the data and rules are known.
+    fn data_violations(&self, rollout: &ConfigRollout) -> Vec<FieldViolation> {
+        let config = &rollout.spec.config;
+        let mut out = Vec::new();
+        let (rules, rules_origin) = match &config.validation_ref {
+            None => (
+                Some(config.validation.clone()),
+                "spec.config.validation".to_string(),
+            ),
+            Some(r) => {
+                let origin = format!("ConfigMap {} {RULES_KEY}", r.name);
+                match self.source(rollout, "ConfigMap", &r.name) {
+                    None => (None, origin),
+                    Some(object) => match parse_rules(object) {
+                        Ok(rules) => (Some(rules), origin),
+                        Err(why) => {
+                            out.push(violation("spec.config.validationRef", reason::INVALID, why));
+                            (None, origin)
+                        }
+                    },
+                }
+            }
+        };
+        let kind = match config.kind {
+            ConfigKind::ConfigMap => "ConfigMap",
+            ConfigKind::Secret => "Secret",
+        };
+        let (data, data_origin) = match (&config.data, &config.source_ref) {
+            (Some(inline), _) => (
+                Some(Ok(inline
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                    .collect())),
+                "spec.config.data".to_string(),
+            ),
+            (None, Some(s)) => (
+                self.source(rollout, kind, &s.name)
+                    .map(|object| source_data(config.kind, object)),
+                format!("{kind} {} data", s.name),
+            ),
+            (None, None) => (None, String::new()),
+        };
+        let origin = Origin {
+            data: &data_origin,
+            rules: &rules_origin,
+        };
+        let rules = rules.unwrap_or_default();
+        let problems = match data {
+            Some(Ok(data)) => data::check(config.kind, &data, &rules),
+            Some(Err(problem)) => {
+                out.push(violation("spec.config.sourceRef", reason::INVALID, problem));
+                data::check_rules(&rules)
+            }
+            None => data::check_rules(&rules),
+        };
+        out.extend(problems.iter().map(|p| problem_violation(p, &origin)));
+        out
+    }
+}
+
+fn problem_violation(problem: &DataProblem, origin: &Origin) -> FieldViolation {
+    let reason = match problem.subject {
+        Subject::Data => reason::TOO_LONG,
+        _ => reason::INVALID,
+    };
+    violation(&problem.field(origin), reason, problem.detail())
+}
+
+fn parse_rules(configmap: &Value) -> Result<Vec<ValidationRule>, String> {
+    let name = configmap["metadata"]["name"].as_str().unwrap_or_default();
+    let text = configmap["data"][RULES_KEY]
+        .as_str()
+        .ok_or_else(|| format!("ConfigMap {name} has no key {RULES_KEY}"))?;
+    serde_saphyr::from_str(text).map_err(|e| {
+        format!(
+            "ConfigMap {name} {RULES_KEY} is not a list of rules: {}",
+            e.without_snippet()
+        )
+    })
+}
+
+/// The data of a ConfigMap (`data` and base64 `binaryData`) or Secret (base64 `data`,
+/// then `stringData` over it, as the API server merges them) manifest.
+fn source_data(kind: ConfigKind, object: &Value) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let fields: [(&str, bool); 2] = match kind {
+        ConfigKind::ConfigMap => [("data", false), ("binaryData", true)],
+        ConfigKind::Secret => [("data", true), ("stringData", false)],
+    };
+    let mut out = BTreeMap::new();
+    for (field, base64) in fields {
+        let Some(map) = object.get(field).and_then(Value::as_object) else {
+            continue;
+        };
+        for (key, value) in map {
+            let text = value.as_str().ok_or_else(|| {
+                format!(
+                    "{name} {field}[{}] is not a string",
+                    Value::from(key.as_str())
+                )
+            })?;
+            let bytes = if base64 {
+                B64.decode(text).map_err(|_| {
+                    format!(
+                        "{name} {field}[{}] is not base64",
+                        Value::from(key.as_str())
+                    )
+                })?
+            } else {
+                text.as_bytes().to_vec()
+            };
+            out.insert(key.clone(), bytes);
+        }
+    }
+    Ok(out)
 }
 
 /// The documents of a YAML stream, as JSON values.

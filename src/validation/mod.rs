@@ -1,7 +1,9 @@
 //! Offline admission: the generic CRD schema validator (shared with the API
-//! emulator) and the ConfigRollout manifest checks of `ringfence validate`.
+//! emulator), the ConfigRollout manifest checks of `ringfence validate`, and the
+//! checks of the configuration data shared with the engine.
 
 pub mod admission;
+pub mod data;
 pub mod manifest;
 pub mod schema;
 pub mod selector;

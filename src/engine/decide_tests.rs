@@ -1296,6 +1296,8 @@ fn the_prior_count_follows_the_records() {
     assert_eq!(sim.status.priors.as_ref().map(|p| p.recorded), Some(3));
     sim.step();
     assert_eq!(sim.status.priors.as_ref().map(|p| p.recorded), Some(3));
+}
+
 fn int_rule(key: &str, maximum: i64) -> crate::api::ValidationRule {
     crate::api::ValidationRule {
         key: Some(key.into()),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use ringfence::api::RETRY_ANNOTATION;
 use ringfence::leader::Timing;
 use serde_json::{Value, json};
 use support::chart::{NAMESPACE, render_result};
@@ -227,6 +228,13 @@ async fn the_charts_rbac_is_exactly_what_the_controller_uses() {
         })
         .await;
     }
+    // The Secret rollout retried: its prior records, kept from the rollback, are updated.
+    c.annotate_rollout(NS, "checkout-secret", RETRY_ANNOTATION, "again")
+        .await;
+    c.wait_rollout(NS, "checkout-secret", "Succeeded on retry", |r| {
+        phase(r) == "Succeeded"
+    })
+    .await;
     replica.kill().await;
     stop.store(true, Ordering::Relaxed);
     kubelet.await.unwrap();

@@ -36,8 +36,8 @@ type TargetKey = (ConfigKind, String, String);
 #[derive(Default)]
 struct Targets {
     live: HashMap<TargetKey, Seen>,
-    /// A relist in progress: swapped in whole when it completes.
-    relist: Option<HashMap<TargetKey, Seen>>,
+    /// Relists in progress, one per watch (kind): swapped in whole when each completes.
+    relist: HashMap<ConfigKind, HashMap<TargetKey, Seen>>,
 }
 
 #[derive(Default)]
@@ -50,8 +50,16 @@ struct Records {
 /// The shared cache; `ready` reads true once every watch has listed once.
 pub struct Cache {
     targets: RwLock<Targets>,
-    records: RwLock<Records>,
+    /// One per record watch: ConfigMap records, then Secret records.
+    records: [RwLock<Records>; 2],
     synced: watch::Sender<u8>,
+}
+
+fn slot(kind: ConfigKind) -> usize {
+    match kind {
+        ConfigKind::ConfigMap => 0,
+        ConfigKind::Secret => 1,
+    }
 }
 
 /// How many watches feed the cache: target ConfigMaps, target Secrets, record
@@ -62,7 +70,7 @@ impl Default for Cache {
     fn default() -> Self {
         Self {
             targets: RwLock::default(),
-            records: RwLock::default(),
+            records: [RwLock::default(), RwLock::default()],
             synced: watch::Sender::new(0),
         }
     }
@@ -153,23 +161,17 @@ impl Cache {
         };
         match event {
             Event::Init => {
-                targets.relist = Some(
-                    targets
-                        .live
-                        .iter()
-                        .filter(|(k, _)| k.0 != kind)
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                );
+                targets.relist.insert(kind, HashMap::new());
             }
             Event::InitApply((meta, t)) => {
-                if let Some(relist) = targets.relist.as_mut() {
+                if let Some(relist) = targets.relist.get_mut(&kind) {
                     relist.insert(key(meta), seen(meta, t));
                 }
             }
             Event::InitDone => {
-                if let Some(relist) = targets.relist.take() {
-                    targets.live = relist;
+                if let Some(relist) = targets.relist.remove(&kind) {
+                    targets.live.retain(|k, _| k.0 != kind);
+                    targets.live.extend(relist);
                 }
                 drop(targets);
                 self.first_sync(first);
@@ -204,18 +206,25 @@ impl Cache {
 
     /// The metadata of the records a rollout owns, by namespace.
     pub fn records(&self, uid: &str) -> Vec<ObjectMeta> {
-        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
-        records
-            .live
-            .get(uid)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        self.records
+            .iter()
+            .flat_map(|r| {
+                let records = r.read().unwrap_or_else(|p| p.into_inner());
+                records
+                    .live
+                    .get(uid)
+                    .map(|m| m.values().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
-    /// Remembers a record as written.
-    pub fn recorded(&self, meta: &ObjectMeta) {
+    /// Remembers a record of `kind` as written.
+    pub fn recorded(&self, kind: ConfigKind, meta: &ObjectMeta) {
         let Some(uid) = owner(meta) else { return };
-        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
+        let mut records = self.records[slot(kind)]
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let ns = meta.namespace.clone().unwrap_or_default();
         let slot = records.live.entry(uid).or_default();
         let newer = slot.get(&ns).is_none_or(|old| {
@@ -229,12 +238,13 @@ impl Cache {
         }
     }
 
-    /// Feeds a record watch event (metadata only; both kinds share the map, since a
-    /// rollout's records are all of its one kind).
-    pub fn record_event(&self, event: &Event<ObjectMeta>, first: &mut bool) {
-        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
+    /// Feeds a record watch event of `kind` (metadata only).
+    pub fn record_event(&self, kind: ConfigKind, event: &Event<ObjectMeta>, first: &mut bool) {
+        let mut records = self.records[slot(kind)]
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         match event {
-            Event::Init => records.relist = Some(records.live.clone()),
+            Event::Init => records.relist = Some(HashMap::new()),
             Event::InitApply(meta) => {
                 if let (Some(relist), Some(uid)) = (records.relist.as_mut(), owner(meta)) {
                     relist
@@ -252,7 +262,7 @@ impl Cache {
             }
             Event::Apply(meta) => {
                 drop(records);
-                self.recorded(meta);
+                self.recorded(kind, meta);
             }
             Event::Delete(meta) => {
                 if let Some(uid) = owner(meta)
@@ -367,13 +377,18 @@ mod tests {
             }))
             .unwrap()
         };
-        cache.record_event(&Event::Init, &mut first);
-        cache.record_event(&Event::InitApply(meta("a", "u1")), &mut first);
-        cache.record_event(&Event::InitDone, &mut first);
-        cache.record_event(&Event::Apply(meta("b", "u1")), &mut first);
-        cache.record_event(&Event::Apply(meta("c", "u2")), &mut first);
+        let cm = ConfigKind::ConfigMap;
+        let mut other = true;
+        cache.record_event(cm, &Event::Init, &mut first);
+        cache.record_event(cm, &Event::InitApply(meta("a", "u1")), &mut first);
+        // The Secret records' watch lists at the same time: it must not lose these.
+        cache.record_event(ConfigKind::Secret, &Event::Init, &mut other);
+        cache.record_event(ConfigKind::Secret, &Event::InitDone, &mut other);
+        cache.record_event(cm, &Event::InitDone, &mut first);
+        cache.record_event(cm, &Event::Apply(meta("b", "u1")), &mut first);
+        cache.record_event(cm, &Event::Apply(meta("c", "u2")), &mut first);
         assert_eq!(cache.records("u1").len(), 2);
-        cache.record_event(&Event::Delete(meta("a", "u1")), &mut first);
+        cache.record_event(cm, &Event::Delete(meta("a", "u1")), &mut first);
         assert_eq!(cache.records("u1").len(), 1);
         assert_eq!(cache.records("u2").len(), 1);
     }

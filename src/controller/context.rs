@@ -16,6 +16,9 @@ use crate::api::ConfigRollout;
 use crate::engine::Settings;
 use crate::metrics::Metrics;
 
+/// Namespace → (the record's resourceVersion, why it is unreadable).
+pub type CorruptRecords = HashMap<String, (String, String)>;
+
 pub struct Context {
     pub client: Client,
     pub events: Events,
@@ -35,7 +38,7 @@ pub struct Context {
     /// Prior records found corrupt when read whole: rollout uid → namespace → (the
     /// record's resourceVersion, why). A listing shows only metadata, so this is how the
     /// engine learns of them; a record written again is judged afresh.
-    pub corrupt_priors: Mutex<HashMap<String, HashMap<String, (String, String)>>>,
+    pub corrupt_priors: Mutex<HashMap<String, CorruptRecords>>,
     /// Target writes in flight at once per rollout.
     pub max_inflight_writes: usize,
     /// Managed targets and prior records, from watches.

@@ -83,18 +83,17 @@ impl Error {
     /// The status reason for this error when it stops an action.
     pub fn failure_reason(&self) -> FailureReason {
         match self {
-            Self::Kube { source, .. } => match source {
-                kube::Error::Api(status) => match status.code {
-                    403 => FailureReason::WriteForbidden,
-                    400 | 413 | 422 => FailureReason::WriteRejected,
-                    404 if status.message.contains("namespaces") => {
-                        FailureReason::TargetNamespaceGone
-                    }
-                    409 => FailureReason::WriteConflict,
-                    _ => FailureReason::ApiUnavailable,
-                },
+            Self::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } => match status.code {
+                403 => FailureReason::WriteForbidden,
+                400 | 413 | 422 => FailureReason::WriteRejected,
+                404 if status.message.contains("namespaces") => FailureReason::TargetNamespaceGone,
+                409 => FailureReason::WriteConflict,
                 _ => FailureReason::ApiUnavailable,
             },
+            Self::Kube { .. } => FailureReason::ApiUnavailable,
             Self::Priors(_) | Self::MissingPrior(_) | Self::UnreadablePrior { .. } => {
                 FailureReason::PriorsUnavailable
             }

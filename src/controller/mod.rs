@@ -354,6 +354,7 @@ where
 /// (a record deleted by hand is noticed at once).
 fn record_stream<K>(
     client: &Client,
+    kind: ConfigKind,
     cache: Arc<cache::Cache>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
@@ -377,7 +378,7 @@ where
                 watcher::Event::Apply(o) => watcher::Event::Apply(o.metadata.clone()),
                 watcher::Event::Delete(o) => watcher::Event::Delete(o.metadata.clone()),
             };
-            cache.record_event(&metas, &mut first);
+            cache.record_event(kind, &metas, &mut first);
             event
         })
         .touched_objects()

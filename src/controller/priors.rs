@@ -441,7 +441,7 @@ impl PriorStore {
         };
         let written = result
             .map_err(|e| RecordError::Api(Error::kube(format!("record prior {ns}/{name}"), e)))?;
-        self.cache.recorded(&written);
+        self.cache.recorded(self.kind, &written);
         Ok(())
     }
 

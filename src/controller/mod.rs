@@ -222,12 +222,14 @@ impl Operator {
                 }),
                 |o| by_annotation(&o),
             )
-            .watches_stream(record_stream::<ConfigMap>(&client, cache.clone()), |o| {
-                by_annotation(&o)
-            })
-            .watches_stream(record_stream::<Secret>(&client, cache.clone()), |o| {
-                by_annotation(&o)
-            })
+            .watches_stream(
+                record_stream::<ConfigMap>(&client, ConfigKind::ConfigMap, cache.clone()),
+                |o| by_annotation(&o),
+            )
+            .watches_stream(
+                record_stream::<Secret>(&client, ConfigKind::Secret, cache.clone()),
+                |o| by_annotation(&o),
+            )
             .watches_stream(
                 meta_stream::<ConfigMap>(&client, scope.as_deref(), Default::default()),
                 move |o| by_source(&st_cm, ConfigKind::ConfigMap, &o),

@@ -448,14 +448,12 @@ async fn write_errors_reach_the_status_and_the_deadline_fails_the_ring() {
     );
 }
 
+/// Namespace → every rollout annotation its target carried.
+type Owners = Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>;
+
 /// Records, per namespace, every rollout annotation the target named `shared` ever carried.
-fn owners_over_time(
-    client: Client,
-) -> (
-    Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
-    background::Background,
-) {
-    let seen: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Default::default();
+fn owners_over_time(client: Client) -> (Owners, background::Background) {
+    let seen: Owners = Default::default();
     let api = Api::<ConfigMap>::all(client);
     let config = watcher::Config::default().fields("metadata.name=shared");
     let sink = seen.clone();

@@ -494,7 +494,14 @@ async fn data_that_turns_invalid_mid_rollout_writes_nothing_more() {
             })
         })
         .await;
-    let message = r.status.and_then(|s| s.message).unwrap_or_default();
+    // The revision in flight is held; the Valid condition says why.
+    let message = r
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Valid")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
     assert!(
         message.contains("spec.config.data[\"retries\"]: 11 is greater than the maximum of 10"),
         "{message}"

@@ -58,7 +58,7 @@ pub async fn resolve_config(
             Ok(match found {
                 None => Err(format!("source ConfigMap {ns}/{} not found", source.name)),
                 Some(cm) => {
-                    let t = ObservedTarget::from_config_map(&cm);
+                    let t = ObservedTarget::from_config_map(&cm, &ctx.settings.revision_key);
                     Ok(ResolvedConfig {
                         kind: ConfigKind::ConfigMap,
                         data: t.snapshot.bytes(ConfigKind::ConfigMap),
@@ -141,7 +141,7 @@ async fn list_targets(
             .map(|cm| {
                 (
                     cm.namespace().unwrap_or_default(),
-                    ObservedTarget::from_config_map(cm),
+                    ObservedTarget::from_config_map(cm, &ctx.settings.revision_key),
                 )
             })
             .collect(),
@@ -155,7 +155,7 @@ async fn list_targets(
             .map(|s| {
                 (
                     s.namespace().unwrap_or_default(),
-                    ObservedTarget::from_secret(s),
+                    ObservedTarget::from_secret(s, &ctx.settings.revision_key),
                 )
             })
             .collect(),
@@ -220,6 +220,7 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
         workloads,
         claimed_by_others,
         gate_results: Vec::new(),
+        gate_credentials: BTreeMap::new(),
     };
     Ok(Observed {
         world,

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 
 use super::model::*;
+pub(crate) use super::revision::tests::test_key;
 use super::{decide, gate_requests, revision_of};
 use crate::api::{
     ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, ConfigSpec, FIELD_MANAGER, Gate, Phase,
@@ -197,6 +198,7 @@ impl Sim {
             world,
             settings: Settings {
                 trusted_namespaces: [ROLLOUT_NS.to_string()].into(),
+                ..Settings::new(test_key())
             },
             now: t0(),
             verdicts: BTreeMap::new(),
@@ -224,7 +226,7 @@ impl Sim {
     }
 
     pub fn revision(&self) -> String {
-        revision_of(&resolved(&self.spec))
+        revision_of(&resolved(&self.spec), &self.settings.revision_key)
     }
 
     pub fn inputs(&self) -> Inputs<'_> {

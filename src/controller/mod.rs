@@ -17,12 +17,14 @@ mod gates;
 mod observe;
 mod priors;
 mod reconcile;
+mod revision_key;
 mod status;
 mod targets;
 mod workloads;
 
 pub use error::Error;
 pub use priors::{PRIORS_OF_LABEL, shard_name};
+pub use revision_key::{REVISION_KEY_FIELD, RevisionKeySource, load_revision_key};
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -43,7 +45,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 
 use crate::api::{ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, ROLLOUT_ANNOTATION};
-use crate::engine::Settings;
+use crate::engine::{AddressPolicy, Settings};
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness};
 
@@ -54,6 +56,10 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Namespaces whose rollouts may target any namespace.
     pub trusted_namespaces: BTreeSet<String>,
+    /// Where the key for Secret revisions comes from.
+    pub revision_key: RevisionKeySource,
+    /// Where gates may call.
+    pub gate_addresses: AddressPolicy,
     /// Rollouts reconciled at once.
     pub concurrency: u16,
     pub metrics_addr: SocketAddr,
@@ -79,6 +85,8 @@ pub enum RunError {
     Listen(#[source] std::io::Error),
     #[error("cannot build the HTTP client for gates: {0}")]
     Http(#[source] reqwest::Error),
+    #[error("{0}")]
+    RevisionKey(String),
 }
 
 type RolloutStore = Store<DeserializeGuard<ConfigRollout>>;
@@ -88,12 +96,13 @@ type Refs = Vec<ObjectRef<DeserializeGuard<ConfigRollout>>>;
 pub struct Operator {
     client: Client,
     options: Options,
+    settings: Settings,
     readiness: Readiness,
 }
 
 impl Operator {
     /// Checks the CRD is installed (listing in the watched namespace only, if any, as that
-    /// is all a namespaced install may read).
+    /// is all a namespaced install may read) and loads the revision key.
     pub async fn new(client: Client, options: Options) -> Result<Self, RunError> {
         let api: Api<ConfigRollout> = match &options.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
@@ -104,9 +113,15 @@ impl Operator {
             Err(kube::Error::Api(s)) if s.code == 404 => return Err(RunError::CrdMissing),
             Err(e) => return Err(RunError::Api(e)),
         }
+        let settings = Settings {
+            trusted_namespaces: options.trusted_namespaces.clone(),
+            revision_key: load_revision_key(&client, &options.revision_key).await?,
+            gate_addresses: options.gate_addresses.clone(),
+        };
         Ok(Self {
             client,
             options,
+            settings,
             readiness: Readiness::default(),
         })
     }
@@ -171,10 +186,9 @@ impl Operator {
             client: client.clone(),
             events: events::Events::new(client.clone(), self.options.instance.clone()),
             metrics,
-            gates: gates::GateEvaluator::new().map_err(RunError::Http)?,
-            settings: Settings {
-                trusted_namespaces: self.options.trusted_namespaces.clone(),
-            },
+            gates: gates::GateEvaluator::new(self.settings.gate_addresses.clone())
+                .map_err(RunError::Http)?,
+            settings: self.settings.clone(),
             rollouts: store.clone(),
             namespaces: ns_store,
             watch_namespace: self.options.namespace.clone(),
@@ -304,12 +318,20 @@ fn by_source<K: Resource>(
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     refs(store, |r| {
         r.namespace().as_deref() == Some(ns.as_str())
-            && r.spec.config.kind == kind
-            && r.spec
-                .config
-                .source_ref
-                .as_ref()
-                .is_some_and(|s| s.name == name)
+            && (r.spec.config.kind == kind
+                && r.spec
+                    .config
+                    .source_ref
+                    .as_ref()
+                    .is_some_and(|s| s.name == name)
+                // Labelling a gate's auth Secret may make the rollout valid.
+                || kind == ConfigKind::Secret
+                    && r.spec.gates.iter().any(|g| {
+                        g.prometheus
+                            .as_ref()
+                            .and_then(|p| p.auth_secret_ref.as_ref())
+                            .is_some_and(|s| s.name == name)
+                    }))
     })
 }
 

@@ -12,6 +12,7 @@ use tracing::{Instrument, field};
 
 use super::context::Context;
 use super::error::{Error, backoff};
+use super::gates;
 use super::observe::{Observed, observe, rollout_key};
 use super::priors::PriorStore;
 use super::status;
@@ -129,8 +130,11 @@ async fn reconcile_rollout(
 
     let meta = rollout_meta(&rollout);
     let mut observed = observe(ctx, &rollout).await?;
+    let credentials = gates::read_credentials(&ctx.client, &rollout).await?;
+    observed.world.gate_credentials = credentials.observed();
     if let Some(Ok(config)) = &observed.world.config {
-        tracing::Span::current().record("revision", engine::revision_of(config).as_str());
+        let revision = engine::revision_of(config, &ctx.settings.revision_key);
+        tracing::Span::current().record("revision", revision.as_str());
     }
     let current_status = rollout.status.clone().unwrap_or_default();
 
@@ -146,7 +150,7 @@ async fn reconcile_rollout(
     if !requests.is_empty() {
         for (provider, result) in ctx
             .gates
-            .evaluate(&ctx.client, &rollout.spec, &meta, &requests, now)
+            .evaluate(&credentials, &rollout.spec, &meta, &requests, now)
             .await
         {
             ctx.metrics.gate_evaluated(provider, result.verdict);
@@ -194,7 +198,12 @@ async fn apply_actions(
     decision: &Decision,
 ) -> Result<(), Error> {
     let config = &rollout.spec.config;
-    let writer = TargetWriter::new(ctx.client.clone(), config.kind, &config.name);
+    let writer = TargetWriter::new(
+        ctx.client.clone(),
+        config.kind,
+        &config.name,
+        ctx.settings.revision_key.clone(),
+    );
     let store = PriorStore::new(ctx.client.clone(), rollout)?;
     for action in &decision.actions {
         ctx.ensure_leading()?;

@@ -74,9 +74,11 @@
 //! reason Drifted, a TargetDrifted event when the set changes) and never
 //! rewritten outside a rollout.
 
+mod address;
 mod clock;
 mod conditions;
 mod decide;
+mod gate_access;
 mod gates;
 mod message;
 mod model;
@@ -92,7 +94,9 @@ mod proptests;
 #[cfg(test)]
 mod testkit;
 
+pub use address::{AddressPolicy, Cidr, HostPattern};
 pub use decide::decide;
+pub use gate_access::{GATE_CREDENTIALS_LABEL, check_credentials};
 pub use gates::gate_requests;
 pub use model::*;
-pub use revision::revision_of;
+pub use revision::{RevisionKey, RevisionKeyTooShort, revision_of};

@@ -192,6 +192,8 @@ impl Bench {
             .arg(format!("--metrics-addr=127.0.0.1:{port}"))
             .arg(format!("--health-addr=127.0.0.1:{}", free_port()))
             .arg(format!("--trusted-namespaces={NS}"))
+            .arg(format!("--revision-key-namespace={NS}"))
+            .arg("--gate-allowed-hosts=127.0.0.1/32")
             .arg("--concurrency=16")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

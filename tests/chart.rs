@@ -259,9 +259,26 @@ fn default_values_render_a_leader_elected_controller() {
         "--log-format=json",
         "--metrics-addr=0.0.0.0:8080",
         "--health-addr=0.0.0.0:8081",
+        "--revision-key-secret=ringfence-revision-key",
+        "--revision-key-namespace=ringfence-system",
     ] {
         assert!(args.contains(&expected), "missing {expected} in {args:?}");
     }
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--gate-allowed-hosts")
+                || a.starts_with("--revision-key-generate")),
+        "default address policy; the key is generated: {args:?}"
+    );
+    let key_role = r.one("Role", "ringfence-revision-key");
+    assert_eq!(key_role["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        key_role["rules"][0]["resourceNames"],
+        json!(["ringfence-revision-key"]),
+        "reads only the key Secret"
+    );
+    assert!(grants(key_role, "", "secrets", "create"));
     assert!(
         !args.iter().any(|a| a.starts_with("--namespace")),
         "watches all namespaces by default"
@@ -399,8 +416,8 @@ fn watch_namespace_confines_writes_to_roles() {
     );
     assert_eq!(
         r.of_kind("RoleBinding").len(),
-        3,
-        "two write bindings and the leases one"
+        4,
+        "two write bindings, the leases one and the revision key one"
     );
 }
 
@@ -443,6 +460,8 @@ fn custom_image_and_controller_settings() {
         "trustedNamespaces": ["platform", "sre"],
         "logFormat": "text",
         "extraArgs": ["--concurrency=8"],
+        "gateAllowedHosts": ["prometheus.monitoring", "*.gates.svc", "10.20.0.0/16"],
+        "revisionKey": {"existingSecret": "my-key"},
     }));
     let c = r.container();
     assert_eq!(c["image"], "registry.example/ops/ringfence:1.2.3");
@@ -452,9 +471,16 @@ fn custom_image_and_controller_settings() {
         "--trusted-namespaces=platform,sre",
         "--log-format=text",
         "--concurrency=8",
+        "--gate-allowed-hosts=prometheus.monitoring,*.gates.svc,10.20.0.0/16",
+        "--revision-key-secret=my-key",
+        "--revision-key-generate=false",
     ] {
         assert!(args.contains(&expected), "missing {expected} in {args:?}");
     }
+    // A given key is only read: no create.
+    let key_role = r.one("Role", "ringfence-revision-key");
+    assert_eq!(key_role["rules"][0]["resourceNames"], json!(["my-key"]));
+    assert!(!grants(key_role, "", "secrets", "create"));
 }
 
 #[test]

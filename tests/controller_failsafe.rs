@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use ringfence::api::{ABORT_ANNOTATION, ConfigRollout, REVISION_ANNOTATION, ROLLOUT_ANNOTATION};
-use ringfence::controller::{PRIORS_OF_LABEL, record_name};
+use ringfence::controller::{LAYOUT_OF_LABEL, PRIORS_OF_LABEL, record_name};
 use ringfence::emulator::RequestMatch;
 use serde_json::{Value, json};
 use support::background;
@@ -527,4 +527,53 @@ async fn two_rollouts_racing_for_one_target_have_exactly_one_writer() {
         assert_eq!(seen.len(), 1, "{ns} was written by {seen:?}");
     }
     assert_eq!(owners.len(), SEEDS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_layout_holds_the_rollout_in_status_and_abort_still_restores() {
+    let mut c = Cluster::start().await;
+    cells(&c).await;
+    let url = serve(Arc::new(AtomicBool::new(false))).await;
+    c.start_controller().await;
+    c.apply_rollout(NS, rollout(&url, inline())).await;
+    let r = c
+        .wait_rollout(NS, "flags", "ring two baking", ring_two_baking)
+        .await;
+    let status = r.status.clone().unwrap();
+    assert_eq!(status.rings[1].target_count, 2);
+    assert_eq!(status.rings[1].first_targets, ["cell-2", "cell-3"]);
+    assert_eq!(status.layout.as_ref().map(|l| l.targets), Some(3));
+    let uid = r.uid().unwrap();
+    let layouts = Api::<ConfigMap>::namespaced(c.client.clone(), NS);
+    let lp = ListParams::default().labels(&format!("{LAYOUT_OF_LABEL}={uid}"));
+    assert_eq!(layouts.list(&lp).await.unwrap().items.len(), 1);
+
+    // Lost while no controller runs: the next one cannot know the rings' targets.
+    c.kill_controller().await;
+    layouts
+        .delete_collection(&DeleteParams::default(), &lp)
+        .await
+        .expect("layout deleted");
+    c.start_controller().await;
+    let r = c
+        .wait_rollout(NS, "flags", "Progressing=False LayoutMissing", |r| {
+            condition(r, "Progressing").1 == "LayoutMissing"
+        })
+        .await;
+    assert_eq!(phase(&r), "Progressing");
+    let (_, _, message) = condition(&r, "Progressing");
+    assert!(message.contains("no layout record holds it"), "{message}");
+    assert_eq!(
+        r.status.as_ref().unwrap().rings[1].target_count,
+        2,
+        "the counts stay"
+    );
+
+    c.annotate_rollout(NS, "flags", ABORT_ANNOTATION, "after-loss")
+        .await;
+    c.wait_rollout(NS, "flags", "RolledBack", |r| phase(r) == "RolledBack")
+        .await;
+    for i in 1..=3 {
+        restored_exactly(&c, i).await;
+    }
 }

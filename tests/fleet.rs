@@ -1,5 +1,6 @@
 //! A fleet: a second revision of a 3,000-target rollout completes (the prior store has no
-//! size cliff), with a bounded number of API requests per target written.
+//! size cliff), with a bounded number of API requests per target written and a status
+//! whose size does not grow with the targets.
 
 mod support;
 
@@ -100,6 +101,8 @@ async fn a_second_revision_of_three_thousand_targets_completes() {
             requests <= CELLS * 4,
             "{requests} requests for {CELLS} targets"
         );
+        // Ring membership lives in the layout records: status grows with rings, not targets.
+        assert!(status_bytes <= 8 * 1024, "status is {status_bytes} bytes");
         let targets: BTreeMap<String, String> =
             Api::<k8s_openapi::api::core::v1::ConfigMap>::all(c.client.clone())
                 .list(&ListParams::default().fields("metadata.name=fleet-flags"))

@@ -80,7 +80,9 @@ async fn evaluate_with(
         rollout_namespace: "platform".into(),
         rollout_name: "checkout-flags".into(),
     };
-    let provider = PrometheusProvider::new().expect("HTTP client");
+    let provider =
+        PrometheusProvider::new(std::sync::Arc::new(support::cluster::test_gate_addresses()))
+            .expect("HTTP client");
     let result = provider
         .evaluate(&gate, req, &ctx, auth, Timestamp::now())
         .await;

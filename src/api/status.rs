@@ -72,6 +72,10 @@ pub struct ConfigRolloutStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priors: Option<PriorsStatus>,
 
+    /// The layout records that hold every ring's targets for the current revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<LayoutStatus>,
+
     /// The judging rules of the last valid spec: a revision already written keeps being
     /// gated, and rolled back, by them when the spec turns invalid mid-rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,6 +93,18 @@ pub struct PriorsStatus {
     /// Records kept for this rollback point. Fewer found than this means records were lost.
     #[serde(default)]
     pub recorded: u32,
+}
+
+/// Which layout the records must hold: the rings' targets are read back only from
+/// records whose content hashes to `hash`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LayoutStatus {
+    /// SHA-256 of the layout document the records hold, in hex.
+    pub hash: String,
+    /// Targets in every ring.
+    #[serde(default)]
+    pub targets: u32,
 }
 
 /// What a rollout in flight is judged by when its spec turns invalid.
@@ -129,13 +145,29 @@ pub struct RingStatus {
 
     pub phase: RingPhase,
 
-    /// Target namespaces, resolved when the revision started.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Target namespaces, resolved when the revision started. Never in the API object:
+    /// they live in the layout records (`status.layout`), which the controller reads
+    /// back before deciding, so status stays small at any fleet size.
+    #[serde(skip)]
+    #[schemars(skip)]
     pub targets: Vec<String>,
 
-    /// Namespaces this ring selected that an earlier ring already holds.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Namespaces this ring selected that an earlier ring already holds; kept as `targets`.
+    #[serde(skip)]
+    #[schemars(skip)]
     pub duplicates: Vec<String>,
+
+    /// How many targets the ring has.
+    #[serde(default)]
+    pub target_count: u32,
+
+    /// The ring's first targets, for a glance; the layout records hold them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_targets: Vec<String>,
+
+    /// How many namespaces this ring selected that an earlier ring already holds.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub duplicate_count: u32,
 
     /// Targets holding the revision.
     #[serde(default)]

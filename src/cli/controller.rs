@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{ArgAction, Args};
 use futures::FutureExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::sync::{oneshot, watch};
 
 use super::{CommandError, Run};
-use crate::controller::{Operator, Options, shutdown_signal};
+use crate::controller::{Operator, Options, RevisionKeySource, shutdown_signal};
+use crate::engine::{AddressPolicy, HostPattern};
 use crate::leader::{LeaderElection, LeaderElectionArgs};
 use crate::telemetry::{self, LogFormat};
 
@@ -30,6 +31,27 @@ pub struct ControllerArgs {
     /// Namespaces whose ConfigRollouts may target any namespace (comma-separated).
     #[arg(long, env = "RINGFENCE_TRUSTED_NAMESPACES", value_delimiter = ',')]
     pub trusted_namespaces: Vec<String>,
+
+    /// Hosts, `*.suffix` names, addresses and CIDRs gates may call (comma-separated; empty:
+    /// any address but the refused ones: link-local, cloud metadata, loopback, the API server).
+    #[arg(long, env = "RINGFENCE_GATE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub gate_allowed_hosts: Vec<HostPattern>,
+
+    /// Secret holding the key for Secret revisions (data key `key`).
+    #[arg(
+        long,
+        env = "RINGFENCE_REVISION_KEY_SECRET",
+        default_value = "ringfence-revision-key"
+    )]
+    pub revision_key_secret: String,
+
+    /// Namespace of the revision key Secret (in a pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ringfence-system")]
+    pub revision_key_namespace: String,
+
+    /// Generate the revision key Secret when it does not exist (false: it must exist).
+    #[arg(long, env = "RINGFENCE_REVISION_KEY_GENERATE", default_value_t = true, action = ArgAction::Set)]
+    pub revision_key_generate: bool,
 
     /// Address serving /metrics.
     #[arg(long, env = "RINGFENCE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -62,7 +84,8 @@ pub struct ControllerArgs {
 }
 
 impl ControllerArgs {
-    async fn client(&self) -> Result<Client, CommandError> {
+    /// The client, and the API server's addresses, which gates may not call.
+    async fn client(&self) -> Result<(Client, Vec<HostPattern>), CommandError> {
         let config = match &self.kubeconfig {
             Some(path) => {
                 let kubeconfig = Kubeconfig::read_from(path)?;
@@ -70,7 +93,8 @@ impl ControllerArgs {
             }
             None => Config::infer().await?,
         };
-        Ok(Client::try_from(config)?)
+        let api_server = api_server_hosts(&config).await;
+        Ok((Client::try_from(config)?, api_server))
     }
 
     fn options(&self, leader: Option<watch::Receiver<bool>>) -> Options {
@@ -81,6 +105,12 @@ impl ControllerArgs {
                 .iter()
                 .cloned()
                 .collect::<BTreeSet<_>>(),
+            revision_key: RevisionKeySource::Secret {
+                namespace: self.revision_key_namespace.clone(),
+                name: self.revision_key_secret.clone(),
+                create: self.revision_key_generate,
+            },
+            gate_addresses: AddressPolicy::new(self.gate_allowed_hosts.clone()),
             concurrency: self.concurrency,
             max_inflight_writes: usize::from(self.max_inflight_writes),
             metrics_addr: self.metrics_addr,
@@ -98,9 +128,16 @@ impl Run for ControllerArgs {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(async move {
-            let client = self.client().await?;
+            let (client, api_server) = self.client().await?;
+            let options = |leader| {
+                let mut options = self.options(leader);
+                for host in &api_server {
+                    options.gate_addresses.refuse_api_server(host.clone());
+                }
+                options
+            };
             let Some(config) = self.leader_election.config()? else {
-                Operator::new(client, self.options(None))
+                Operator::new(client, options(None))
                     .await?
                     .run(shutdown_signal(), log_listen)
                     .await?;
@@ -108,7 +145,7 @@ impl Run for ControllerArgs {
             };
             let election = LeaderElection::new(client.clone(), config)?;
             tracing::info!(identity = election.identity(), "competing for leadership");
-            let operator = Operator::new(client, self.options(Some(election.subscribe()))).await?;
+            let operator = Operator::new(client, options(Some(election.subscribe()))).await?;
             // The Lease is released only once the operator stopped writing.
             let (stopped, release) = oneshot::channel::<()>();
             let mut election = tokio::spawn(election.run(release.map(|_| ())));
@@ -135,6 +172,30 @@ impl Run for ControllerArgs {
     }
 }
 
+/// The API server's host from the client configuration, the addresses it resolves to, and
+/// in a pod the `kubernetes` Service's address.
+async fn api_server_hosts(config: &Config) -> Vec<HostPattern> {
+    let mut hosts = Vec::new();
+    let url = &config.cluster_url;
+    if let Some(host) = url.host() {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(pattern) = host.parse::<HostPattern>() {
+            hosts.push(pattern);
+        }
+        let port = url.port_u16().unwrap_or(443);
+        if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
+            hosts.extend(addrs.map(|a| HostPattern::Net(crate::engine::Cidr::host(a.ip()))));
+        }
+    }
+    if let Some(ip) = std::env::var("KUBERNETES_SERVICE_HOST")
+        .ok()
+        .and_then(|h| h.parse::<std::net::IpAddr>().ok())
+    {
+        hosts.push(HostPattern::Net(crate::engine::Cidr::host(ip)));
+    }
+    hosts
+}
+
 fn log_listen(addrs: &[std::net::SocketAddr]) {
     tracing::info!(?addrs, "serving health and metrics");
 }
@@ -143,6 +204,7 @@ fn log_listen(addrs: &[std::net::SocketAddr]) {
 mod tests {
     use clap::Parser;
 
+    use super::RevisionKeySource;
     use crate::cli::{Cli, Command};
     use crate::telemetry::LogFormat;
 
@@ -157,6 +219,10 @@ mod tests {
             "--health-addr=127.0.0.1:9001",
             "--log-format=json",
             "--concurrency=3",
+            "--gate-allowed-hosts=prometheus.monitoring,*.gates.svc,10.0.0.0/8",
+            "--revision-key-secret=rk",
+            "--revision-key-namespace=ops",
+            "--revision-key-generate=false",
         ])
         .unwrap();
         let Command::Controller(args) = cli.command else {
@@ -166,6 +232,23 @@ mod tests {
         assert_eq!(options.namespace.as_deref(), Some("platform"));
         assert_eq!(options.trusted_namespaces.len(), 2);
         assert_eq!(options.concurrency, 3);
+        assert_eq!(options.gate_addresses.allowed().len(), 3);
+        assert!(matches!(
+            &options.revision_key,
+            RevisionKeySource::Secret { namespace, name, create: false }
+                if namespace == "ops" && name == "rk"
+        ));
+        let err = Cli::try_parse_from([
+            "ringfence",
+            "controller",
+            "--gate-allowed-hosts=10.0.0.0/40",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--gate-allowed-hosts") && err.contains("prefix"),
+            "{err}"
+        );
         assert_eq!(args.log_format, LogFormat::Json);
         assert!(Cli::try_parse_from(["ringfence", "controller", "--concurrency=0"]).is_err());
         assert!(args.leader_election.config().unwrap().is_none());

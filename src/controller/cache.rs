@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::priors::PRIORS_OF_LABEL;
 use super::targets::ObservedTarget;
 use crate::api::{ConfigKind, FIELD_MANAGER, MANAGED_BY_LABEL};
-use crate::engine::TargetState;
+use crate::engine::{RevisionKey, TargetState};
 
 /// A target as last seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +53,8 @@ pub struct Cache {
     /// One per record watch: ConfigMap records, then Secret records.
     records: [RwLock<Records>; 2],
     synced: watch::Sender<u8>,
+    /// Keys the content hashes of target Secrets.
+    revision_key: RevisionKey,
 }
 
 fn slot(kind: ConfigKind) -> usize {
@@ -65,16 +67,6 @@ fn slot(kind: ConfigKind) -> usize {
 /// How many watches feed the cache: target ConfigMaps, target Secrets, record
 /// ConfigMaps, record Secrets.
 const FEEDS: u8 = 4;
-
-impl Default for Cache {
-    fn default() -> Self {
-        Self {
-            targets: RwLock::default(),
-            records: [RwLock::default(), RwLock::default()],
-            synced: watch::Sender::new(0),
-        }
-    }
-}
 
 /// Whether `a` is older than `b`; versions that do not parse as numbers are not compared.
 fn older(a: Option<&str>, b: Option<&str>) -> bool {
@@ -95,6 +87,15 @@ fn managed(meta: &ObjectMeta) -> bool {
 }
 
 impl Cache {
+    pub fn new(revision_key: RevisionKey) -> Self {
+        Self {
+            targets: RwLock::default(),
+            records: [RwLock::default(), RwLock::default()],
+            synced: watch::Sender::new(0),
+            revision_key,
+        }
+    }
+
     /// Resolves once every watch has completed its first list.
     pub async fn wait_until_ready(&self) {
         let mut rx = self.synced.subscribe();
@@ -191,7 +192,10 @@ impl Cache {
     /// Feeds a target ConfigMap watch event.
     pub fn config_map(&self, event: &Event<ConfigMap>, first: &mut bool) {
         let event = map_event(event, |cm| {
-            (cm.metadata.clone(), ObservedTarget::from_config_map(cm))
+            (
+                cm.metadata.clone(),
+                ObservedTarget::from_config_map(cm, &self.revision_key),
+            )
         });
         self.target_event(ConfigKind::ConfigMap, &event, first);
     }
@@ -199,7 +203,10 @@ impl Cache {
     /// Feeds a target Secret watch event.
     pub fn secret(&self, event: &Event<Secret>, first: &mut bool) {
         let event = map_event(event, |s| {
-            (s.metadata.clone(), ObservedTarget::from_secret(s))
+            (
+                s.metadata.clone(),
+                ObservedTarget::from_secret(s, &self.revision_key),
+            )
         });
         self.target_event(ConfigKind::Secret, &event, first);
     }
@@ -334,7 +341,7 @@ mod tests {
 
     #[test]
     fn watch_events_keep_the_newest_state_and_forget_deleted_targets() {
-        let cache = Cache::default();
+        let cache = Cache::new(RevisionKey::generate());
         let mut first = true;
         cache.config_map(&Event::Init, &mut first);
         cache.config_map(&Event::InitApply(cm("a", "5", "one", true)), &mut first);
@@ -368,7 +375,7 @@ mod tests {
 
     #[test]
     fn records_are_kept_by_owner() {
-        let cache = Cache::default();
+        let cache = Cache::new(RevisionKey::generate());
         let mut first = true;
         let meta = |ns: &str, uid: &str| -> ObjectMeta {
             serde_json::from_value(json!({

@@ -43,6 +43,8 @@ pub struct Context {
     pub max_inflight_writes: usize,
     /// Managed targets and prior records, from watches.
     pub cache: std::sync::Arc<super::cache::Cache>,
+    /// Ring layouts written or read, and which rollouts target each namespace.
+    pub layouts: std::sync::Arc<super::layout::Layouts>,
 }
 
 /// Whether a leadership signal says "lead": it reads `true` and its election is still

@@ -16,17 +16,21 @@ mod context;
 mod error;
 mod events;
 mod gates;
+mod layout;
 mod observe;
 mod priors;
 mod reconcile;
+mod revision_key;
 mod status;
 mod targets;
 mod workloads;
 
 pub use error::Error;
+pub use layout::LAYOUT_OF_LABEL;
 pub use priors::{PRIOR_ANNOTATION, PRIOR_FINALIZER, PRIORS_OF_LABEL, record_name};
+pub use revision_key::{REVISION_KEY_FIELD, RevisionKeySource, load_revision_key};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,9 +49,10 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 
 use crate::api::{ConfigKind, ConfigRollout, ROLLOUT_ANNOTATION, SourceRef};
-use crate::engine::Settings;
+use crate::engine::{AddressPolicy, Settings};
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness};
+use layout::Layouts;
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -56,6 +61,10 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Namespaces whose rollouts may target any namespace.
     pub trusted_namespaces: BTreeSet<String>,
+    /// Where the key for Secret revisions comes from.
+    pub revision_key: RevisionKeySource,
+    /// Where gates may call.
+    pub gate_addresses: AddressPolicy,
     /// Rollouts reconciled at once.
     pub concurrency: u16,
     /// Target writes in flight at once per rollout.
@@ -83,6 +92,8 @@ pub enum RunError {
     Listen(#[source] std::io::Error),
     #[error("cannot build the HTTP client for gates: {0}")]
     Http(#[source] reqwest::Error),
+    #[error("{0}")]
+    RevisionKey(String),
 }
 
 type RolloutStore = Store<DeserializeGuard<ConfigRollout>>;
@@ -92,12 +103,13 @@ type Refs = Vec<ObjectRef<DeserializeGuard<ConfigRollout>>>;
 pub struct Operator {
     client: Client,
     options: Options,
+    settings: Settings,
     readiness: Readiness,
 }
 
 impl Operator {
     /// Checks the CRD is installed (listing in the watched namespace only, if any, as that
-    /// is all a namespaced install may read).
+    /// is all a namespaced install may read) and loads the revision key.
     pub async fn new(client: Client, options: Options) -> Result<Self, RunError> {
         let api: Api<ConfigRollout> = match &options.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
@@ -108,9 +120,15 @@ impl Operator {
             Err(kube::Error::Api(s)) if s.code == 404 => return Err(RunError::CrdMissing),
             Err(e) => return Err(RunError::Api(e)),
         }
+        let settings = Settings {
+            trusted_namespaces: options.trusted_namespaces.clone(),
+            revision_key: load_revision_key(&client, &options.revision_key).await?,
+            gate_addresses: options.gate_addresses.clone(),
+        };
         Ok(Self {
             client,
             options,
+            settings,
             readiness: Readiness::default(),
         })
     }
@@ -169,17 +187,17 @@ impl Operator {
             client: client.clone(),
             events: events::Events::new(client.clone(), self.options.instance.clone()),
             metrics,
-            gates: gates::GateEvaluator::new().map_err(RunError::Http)?,
-            settings: Settings {
-                trusted_namespaces: self.options.trusted_namespaces.clone(),
-            },
+            gates: gates::GateEvaluator::new(self.settings.gate_addresses.clone())
+                .map_err(RunError::Http)?,
+            settings: self.settings.clone(),
             rollouts: store.clone(),
             namespaces: ns_store,
             watch_namespace: self.options.namespace.clone(),
             failures: Default::default(),
             leader: self.options.leader.clone(),
             corrupt_priors: Default::default(),
-            cache: Default::default(),
+            cache: Arc::new(cache::Cache::new(self.settings.revision_key.clone())),
+            layouts: Default::default(),
             max_inflight_writes: self.options.max_inflight_writes,
         });
 
@@ -205,6 +223,12 @@ impl Operator {
             store.clone(),
         );
         let cache = ctx.cache.clone();
+        let (layouts_st_deploy, layouts_st_sts, layouts_st_ds, layouts_st_ns) = (
+            ctx.layouts.clone(),
+            ctx.layouts.clone(),
+            ctx.layouts.clone(),
+            ctx.layouts.clone(),
+        );
         controller
             .watches_stream(
                 cached_stream::<ConfigMap>(&client, managed.clone(), {
@@ -240,17 +264,19 @@ impl Operator {
             )
             .watches_stream(
                 meta_stream::<Deployment>(&client, None, Default::default()),
-                move |o| by_workload(&st_deploy, &o),
+                move |o| by_workload(&st_deploy, &layouts_st_deploy, &o),
             )
             .watches_stream(
                 meta_stream::<StatefulSet>(&client, None, Default::default()),
-                move |o| by_workload(&st_sts, &o),
+                move |o| by_workload(&st_sts, &layouts_st_sts, &o),
             )
             .watches_stream(
                 meta_stream::<DaemonSet>(&client, None, Default::default()),
-                move |o| by_workload(&st_ds, &o),
+                move |o| by_workload(&st_ds, &layouts_st_ds, &o),
             )
-            .watches_stream(namespaces, move |o| by_namespace(&st_ns, &o))
+            .watches_stream(namespaces, move |o| {
+                by_namespace(&st_ns, &layouts_st_ns, &o)
+            })
             .graceful_shutdown_on(shutdown)
             .run(reconcile::reconcile, reconcile::error_policy, ctx)
             .for_each(|res| async move {
@@ -428,39 +454,58 @@ fn by_source<K: Resource>(
     obj: &PartialObjectMeta<K>,
 ) -> Refs {
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let names = |s: &Option<SourceRef>| s.as_ref().is_some_and(|s| s.name == name);
+    let names = |s: Option<&SourceRef>| s.is_some_and(|s| s.name == name);
     refs(store, |r| {
         let config = &r.spec.config;
         r.namespace().as_deref() == Some(ns.as_str())
-            && ((config.kind == kind && names(&config.source_ref))
-                || (kind == ConfigKind::ConfigMap && names(&config.validation_ref)))
+            && ((config.kind == kind && names(config.source_ref.as_ref()))
+                || (kind == ConfigKind::ConfigMap && names(config.validation_ref.as_ref()))
+                // Labelling a gate's auth Secret may make the rollout valid.
+                || (kind == ConfigKind::Secret
+                    && r.spec.gates.iter().any(|g| {
+                        names(g.prometheus.as_ref().and_then(|p| p.auth_secret_ref.as_ref()))
+                    })))
     })
 }
 
-fn targets_namespace(r: &ConfigRollout, ns: &str) -> bool {
-    r.status
-        .iter()
-        .flat_map(|s| &s.rings)
-        .any(|ring| ring.targets.iter().any(|t| t == ns))
+/// Whether `r` targets `ns`: its current layout does (from the layout index, not a scan
+/// of every rollout's targets), or a ring lists it by name.
+fn targets_namespace(
+    r: &ConfigRollout,
+    ns: &str,
+    targeting: &HashSet<ObjectRef<ConfigRollout>>,
+) -> bool {
+    targeting.contains(&ObjectRef::from_obj(r))
         || r.spec
             .rings
             .iter()
             .any(|ring| ring.namespaces.iter().flatten().any(|t| t == ns))
 }
 
-fn by_workload<K: Resource>(store: &RolloutStore, obj: &PartialObjectMeta<K>) -> Refs {
+fn by_workload<K: Resource>(
+    store: &RolloutStore,
+    layouts: &Layouts,
+    obj: &PartialObjectMeta<K>,
+) -> Refs {
     let ns = obj.namespace().unwrap_or_default();
+    let targeting: HashSet<_> = layouts.targeting(&ns).into_iter().collect();
     refs(store, |r| {
         r.spec.workloads.as_ref().is_some_and(|w| {
             Selector::try_from(w.selector.clone()).is_ok_and(|s| s.matches(obj.labels()))
-        }) && targets_namespace(r, &ns)
+        }) && targets_namespace(r, &ns, &targeting)
     })
 }
 
-fn by_namespace(store: &RolloutStore, obj: &PartialObjectMeta<Namespace>) -> Refs {
+fn by_namespace(
+    store: &RolloutStore,
+    layouts: &Layouts,
+    obj: &PartialObjectMeta<Namespace>,
+) -> Refs {
     let ns = obj.name_any();
+    let targeting: HashSet<_> = layouts.targeting(&ns).into_iter().collect();
     refs(store, |r| {
-        r.status.as_ref().is_none_or(|s| s.rings.is_empty()) || targets_namespace(r, &ns)
+        r.status.as_ref().is_none_or(|s| s.rings.is_empty())
+            || targets_namespace(r, &ns, &targeting)
     })
 }
 
@@ -573,9 +618,9 @@ mod tests {
         );
 
         let web = meta("cell-1", "web", json!({"app": "web"}), json!({}));
-        assert_eq!(by_workload(&store, &web).len(), 1);
+        assert_eq!(by_workload(&store, &Layouts::default(), &web).len(), 1);
         let elsewhere = meta("cell-9", "web", json!({"app": "web"}), json!({}));
-        assert!(by_workload(&store, &elsewhere).is_empty());
+        assert!(by_workload(&store, &Layouts::default(), &elsewhere).is_empty());
     }
 
     #[tokio::test]

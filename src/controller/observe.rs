@@ -14,7 +14,7 @@ use super::error::Error;
 use super::priors::{PriorStore, Priors};
 use super::targets::ObservedTarget;
 use super::workloads;
-use crate::api::{ConfigKind, ConfigRollout, ValidationRule};
+use crate::api::{ConfigKind, ConfigRollout, ConfigRolloutStatus, ValidationRule};
 use crate::engine::{NamespaceInfo, ResolvedConfig, TargetState, World};
 use crate::validation::data::RULES_KEY;
 
@@ -22,6 +22,8 @@ use crate::validation::data::RULES_KEY;
 pub struct Observed {
     pub world: World,
     pub priors: Priors,
+    /// The persisted status, with the rings' targets filled in from the layout records.
+    pub status: ConfigRolloutStatus,
 }
 
 pub fn rollout_key(rollout: &ConfigRollout) -> String {
@@ -56,7 +58,7 @@ pub async fn resolve_config(
             Ok(match found {
                 None => Err(format!("source ConfigMap {ns}/{} not found", source.name)),
                 Some(cm) => {
-                    let t = ObservedTarget::from_config_map(&cm);
+                    let t = ObservedTarget::from_config_map(&cm, &ctx.settings.revision_key);
                     Ok(ResolvedConfig {
                         kind: ConfigKind::ConfigMap,
                         data: t.snapshot.bytes(ConfigKind::ConfigMap),
@@ -112,12 +114,12 @@ fn parse_rules(text: Option<&String>) -> Result<Vec<ValidationRule>, String> {
 /// Namespaces any ring could resolve to: recorded targets, explicit lists and selector matches.
 pub fn candidate_namespaces(
     rollout: &ConfigRollout,
+    status: &ConfigRolloutStatus,
     namespaces: &[NamespaceInfo],
 ) -> BTreeSet<String> {
-    let mut out: BTreeSet<String> = rollout
-        .status
+    let mut out: BTreeSet<String> = status
+        .rings
         .iter()
-        .flat_map(|s| &s.rings)
         .flat_map(|r| r.targets.iter().cloned())
         .collect();
     for ring in &rollout.spec.rings {
@@ -176,10 +178,16 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
     let config = resolve_config(ctx, rollout).await?;
     let validation = resolve_validation(ctx, rollout).await?;
     let namespaces = namespaces(ctx);
-    let candidates = candidate_namespaces(rollout, &namespaces);
+    let (status, layout_missing) = read_layout(ctx, rollout).await?;
+    let candidates = candidate_namespaces(rollout, &status, &namespaces);
     let uid = rollout.uid().unwrap_or_default();
-    let priors = PriorStore::new(ctx.client.clone(), ctx.cache.clone(), rollout)?
-        .priors(ctx.cache.records(&uid));
+    let priors = PriorStore::new(
+        ctx.client.clone(),
+        ctx.cache.clone(),
+        rollout,
+        ctx.settings.revision_key.clone(),
+    )?
+    .priors(ctx.cache.records(&uid));
     let mut unreadable_priors = priors.unreadable.clone();
     for (ns, (version, why)) in ctx.unreadable_priors(&uid) {
         let same = priors
@@ -226,16 +234,40 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
             .collect(),
         unreadable_priors,
         workloads,
+        layout_missing,
         claimed_by_others,
         gate_results: Vec::new(),
+        gate_credentials: BTreeMap::new(),
     };
-    Ok(Observed { world, priors })
+    Ok(Observed {
+        world,
+        priors,
+        status,
+    })
+}
+
+/// The persisted status with every ring's targets read back from the layout records
+/// `status.layout` names, or with none and why they could not be read.
+async fn read_layout(
+    ctx: &Context,
+    rollout: &ConfigRollout,
+) -> Result<(ConfigRolloutStatus, Option<String>), Error> {
+    let mut status = rollout.status.clone().unwrap_or_default();
+    let missing = match &status.layout {
+        None if status.rings.is_empty() => None,
+        None => Some("status names no layout record".to_string()),
+        Some(want) => match ctx.layouts.read(&ctx.client, rollout, want).await? {
+            Ok(layout) => layout.fill(&mut status).err(),
+            Err(why) => Some(why),
+        },
+    };
+    Ok((status, missing))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ConfigRolloutSpec;
+    use crate::api::{ConfigRolloutSpec, RingStatus};
     use serde_json::json;
 
     #[test]
@@ -262,19 +294,25 @@ mod tests {
             ],
         }))
         .unwrap();
-        let mut rollout = ConfigRollout::new("r", spec);
-        rollout.status = Some(
-            serde_json::from_value(
-                json!({"rings": [{"name": "old", "phase": "Promoted", "targets": ["cell-0"]}]}),
-            )
-            .unwrap(),
-        );
+        let rollout = ConfigRollout::new("r", spec);
+        let status = ConfigRolloutStatus {
+            rings: vec![RingStatus {
+                name: "old".into(),
+                targets: vec!["cell-0".into()],
+                ..RingStatus::default()
+            }],
+            ..ConfigRolloutStatus::default()
+        };
         let ns = |name: &str, ring: &str| NamespaceInfo {
             name: name.into(),
             labels: BTreeMap::from([("ring".to_string(), ring.to_string())]),
             terminating: false,
         };
-        let got = candidate_namespaces(&rollout, &[ns("cell-2", "broad"), ns("cell-3", "other")]);
+        let got = candidate_namespaces(
+            &rollout,
+            &status,
+            &[ns("cell-2", "broad"), ns("cell-3", "other")],
+        );
         assert_eq!(
             got,
             BTreeSet::from(["cell-0".into(), "cell-1".into(), "cell-2".into()])

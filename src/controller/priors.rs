@@ -37,7 +37,7 @@ use super::cache::Cache;
 use super::error::{Error, api_code};
 use super::targets::{ObservedTarget, Snapshot, fetch_target};
 use crate::api::{ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, ROLLOUT_ANNOTATION};
-use crate::engine::PriorRecord;
+use crate::engine::{PriorRecord, RevisionKey};
 
 /// Label with the owning rollout's uid (names can be longer than a label value allows).
 pub const PRIORS_OF_LABEL: &str = "ringfence.dev/priors-of";
@@ -167,10 +167,17 @@ pub struct PriorStore {
     key: String,
     epoch: u64,
     stable: Option<String>,
+    /// Keys the content hashes of Secret records, as it keys their targets' revisions.
+    revision_key: RevisionKey,
 }
 
 impl PriorStore {
-    pub fn new(client: Client, cache: Arc<Cache>, rollout: &ConfigRollout) -> Result<Self, Error> {
+    pub fn new(
+        client: Client,
+        cache: Arc<Cache>,
+        rollout: &ConfigRollout,
+        revision_key: RevisionKey,
+    ) -> Result<Self, Error> {
         let uid = rollout
             .uid()
             .ok_or_else(|| Error::InvalidObject("ConfigRollout has no uid".into()))?;
@@ -190,6 +197,7 @@ impl PriorStore {
                 .and_then(|s| s.priors.as_ref())
                 .map_or(0, |p| p.epoch),
             stable: status.and_then(|s| s.stable_revision.clone()),
+            revision_key,
         })
     }
 
@@ -304,9 +312,15 @@ impl PriorStore {
         if priors.current.contains_key(ns) {
             return Ok(());
         }
-        let target = fetch_target(&self.client, self.kind, ns, &self.config_name)
-            .await?
-            .map(|(t, _)| t);
+        let target = fetch_target(
+            &self.client,
+            self.kind,
+            ns,
+            &self.config_name,
+            &self.revision_key,
+        )
+        .await?
+        .map(|(t, _)| t);
         if let Some(t) = &target
             && t.rollout.as_deref() == Some(self.key.as_str())
             && let Some(revision) = t.revision.as_deref()
@@ -457,7 +471,7 @@ impl PriorStore {
                     .await
                     .map_err(|e| Error::kube(&what, e))?
                     .ok_or_else(|| Error::MissingPrior(ns.to_string()))?;
-                let t = ObservedTarget::from_config_map(&cm);
+                let t = ObservedTarget::from_config_map(&cm, &self.revision_key);
                 (cm.metadata, t.snapshot)
             }
             ConfigKind::Secret => {
@@ -467,11 +481,19 @@ impl PriorStore {
                     .await
                     .map_err(|e| Error::kube(&what, e))?
                     .ok_or_else(|| Error::MissingPrior(ns.to_string()))?;
-                let t = ObservedTarget::from_secret(&s);
+                let t = ObservedTarget::from_secret(&s, &self.revision_key);
                 (s.metadata, t.snapshot)
             }
         };
-        verify(ns, self.kind, self.epoch, &self.uid, &meta, snapshot)
+        verify(
+            ns,
+            self.kind,
+            self.epoch,
+            &self.uid,
+            &meta,
+            snapshot,
+            &self.revision_key,
+        )
     }
 }
 
@@ -510,6 +532,7 @@ fn verify(
     uid: &str,
     meta: &ObjectMeta,
     snapshot: Snapshot,
+    revision_key: &RevisionKey,
 ) -> Result<FetchedPrior, Error> {
     let unreadable = |why: String| Error::UnreadablePrior {
         namespace: ns.to_string(),
@@ -537,7 +560,7 @@ fn verify(
         return Err(Error::MissingPrior(ns.to_string()));
     }
     if prior.existed {
-        let hash = snapshot.content_hash(kind);
+        let hash = snapshot.content_hash(kind, revision_key);
         if prior.content_hash.as_deref() != Some(hash.as_str()) {
             return Err(unreadable(
                 "its data does not match its recorded content hash".into(),
@@ -697,7 +720,11 @@ mod tests {
             data: Some(data.clone()),
             ..ConfigMap::default()
         };
-        ObservedTarget::from_config_map(&cm)
+        ObservedTarget::from_config_map(&cm, &key())
+    }
+
+    fn key() -> RevisionKey {
+        RevisionKey::new(vec![1; RevisionKey::MIN_LEN]).unwrap()
     }
 
     /// Ways a record can be damaged after it was written.
@@ -770,7 +797,7 @@ mod tests {
                     meta.labels.as_mut().unwrap().insert(PRIORS_OF_LABEL.into(), "uid-2".into());
                 }
             }
-            let read = verify("cell-1", ConfigKind::ConfigMap, 3, "uid-1", &meta, snapshot);
+            let read = verify("cell-1", ConfigKind::ConfigMap, 3, "uid-1", &meta, snapshot, &key());
             match read {
                 Ok(got) => {
                     prop_assert_eq!(&got.meta, &prior);

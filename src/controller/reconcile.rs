@@ -13,15 +13,18 @@ use tracing::{Instrument, field};
 
 use super::context::Context;
 use super::error::{Error, backoff};
+use super::gates;
 use super::observe::{Observed, observe, rollout_key};
 use super::priors::{PriorStore, RecordError};
 use super::status;
 use super::targets::{Desired, TargetWriter};
 use super::workloads;
-use crate::api::{ABORT_ANNOTATION, ConfigRollout, PROMOTE_ANNOTATION, RETRY_ANNOTATION};
+use crate::api::{
+    ABORT_ANNOTATION, ConfigRollout, ConfigRolloutStatus, PROMOTE_ANNOTATION, RETRY_ANNOTATION,
+};
 use crate::engine::{
-    self, Action as EngineAction, ActionFailure, Decision, FailureReason, Inputs, Requests,
-    RolloutMeta,
+    self, Action as EngineAction, ActionFailure, Decision, FailureReason, Inputs, Layout, Requests,
+    RolloutMeta, hash_of,
 };
 
 /// How long a reconcile waits for the watch caches before backing off.
@@ -137,10 +140,13 @@ async fn reconcile_rollout(
 
     let meta = rollout_meta(&rollout);
     let mut observed = observe(ctx, &rollout).await?;
+    let credentials = gates::read_credentials(&ctx.client, &rollout).await?;
+    observed.world.gate_credentials = credentials.observed();
     if let Some(Ok(config)) = &observed.world.config {
-        tracing::Span::current().record("revision", engine::revision_of(config).as_str());
+        let revision = engine::revision_of(config, &ctx.settings.revision_key);
+        tracing::Span::current().record("revision", revision.as_str());
     }
-    let current_status = rollout.status.clone().unwrap_or_default();
+    let current_status = observed.status.clone();
 
     let now = Timestamp::now();
     let requests = engine::gate_requests(&Inputs {
@@ -152,7 +158,11 @@ async fn reconcile_rollout(
         now,
     });
     if !requests.is_empty() {
-        for (provider, result) in ctx.gates.evaluate(&ctx.client, &meta, &requests, now).await {
+        for (provider, result) in ctx
+            .gates
+            .evaluate(&credentials, &meta, &requests, now)
+            .await
+        {
             ctx.metrics.gate_evaluated(provider, result.verdict);
             observed.world.gate_results.push(result);
         }
@@ -167,7 +177,18 @@ async fn reconcile_rollout(
         now,
     });
 
-    if let Err(e) = apply_actions(ctx, &rollout, &mut observed, &decision).await {
+    // Stored when it changed, or again when its records were lost and the rings were
+    // resolved afresh (the same rings hash the same).
+    let layout_changed = decision.status.layout.is_some()
+        && (decision.status.layout != current_status.layout
+            || observed.world.layout_missing.is_some());
+    let acted = async {
+        if layout_changed {
+            store_layout(ctx, &rollout, &decision.status).await?;
+        }
+        apply_actions(ctx, &rollout, &mut observed, &decision).await
+    };
+    if let Err(e) = acted.await {
         // The decided status may assume what failed: report the failure on the persisted one.
         if let Error::Actions { failure, .. } = &e {
             let (reported, events) =
@@ -185,6 +206,9 @@ async fn reconcile_rollout(
     ctx.ensure_leading()?;
     if status::write(&api, &rollout, &desired).await? {
         tracing::debug!(phase = ?desired.phase, "status written");
+    }
+    if layout_changed && let Some(layout) = &desired.layout {
+        ctx.layouts.prune(&ctx.client, &rollout, &layout.hash).await;
     }
     // Events and metrics describe transitions: only once the status recording them is persisted.
     record_metrics(ctx, &decision, now);
@@ -216,8 +240,14 @@ async fn apply_actions(
         config.kind,
         &config.name,
         ctx.max_inflight_writes,
+        ctx.settings.revision_key.clone(),
     );
-    let store = PriorStore::new(ctx.client.clone(), ctx.cache.clone(), rollout)?;
+    let store = PriorStore::new(
+        ctx.client.clone(),
+        ctx.cache.clone(),
+        rollout,
+        ctx.settings.revision_key.clone(),
+    )?;
     let mut recorded: BTreeSet<String> = observed.priors.current.keys().cloned().collect();
     for action in &decision.actions {
         ctx.ensure_leading()?;
@@ -326,6 +356,33 @@ async fn apply_actions(
         }
     }
     Ok(())
+}
+
+/// Stores the rings' targets of `status` before the status naming them is written;
+/// nothing when they are unknown (lost, and not resolved again by this decision).
+async fn store_layout(
+    ctx: &Context,
+    rollout: &ConfigRollout,
+    status: &ConfigRolloutStatus,
+) -> Result<(), Error> {
+    let layout = Layout::of(status);
+    let hash = hash_of(&layout.encode());
+    if status.layout.as_ref().map(|l| l.hash.as_str()) != Some(hash.as_str()) {
+        return Ok(());
+    }
+    match ctx.layouts.write(&ctx.client, rollout, &layout).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::Actions {
+            failure: ActionFailure {
+                reason: e.failure_reason(),
+                what: "write the ring layout".into(),
+                targets: Vec::new(),
+                of: 0,
+                detail: e.detail(),
+            },
+            category: e.category(),
+        }),
+    }
 }
 
 fn record_error(e: RecordError) -> Error {

@@ -33,7 +33,7 @@ use super::priors::{PriorMeta, PriorStore};
 use crate::api::{
     ConfigKind, FIELD_MANAGER, MANAGED_BY_LABEL, REVISION_ANNOTATION, ROLLOUT_ANNOTATION,
 };
-use crate::engine::{ResolvedConfig, TargetState, revision_of};
+use crate::engine::{ResolvedConfig, RevisionKey, TargetState, revision_of};
 
 /// Attempts for a write answered with 409 or 500 (kube's client already retries 429/503/504).
 const WRITE_ATTEMPTS: u32 = 5;
@@ -89,11 +89,14 @@ impl Snapshot {
         out
     }
 
-    pub fn content_hash(&self, kind: ConfigKind) -> String {
-        revision_of(&ResolvedConfig {
-            kind,
-            data: self.bytes(kind),
-        })
+    pub fn content_hash(&self, kind: ConfigKind, key: &RevisionKey) -> String {
+        revision_of(
+            &ResolvedConfig {
+                kind,
+                data: self.bytes(kind),
+            },
+            key,
+        )
     }
 }
 
@@ -112,7 +115,12 @@ pub struct ObservedTarget {
 }
 
 impl ObservedTarget {
-    fn from_parts(kind: ConfigKind, meta: &ObjectMeta, snapshot: Snapshot) -> Self {
+    fn from_parts(
+        kind: ConfigKind,
+        meta: &ObjectMeta,
+        snapshot: Snapshot,
+        key: &RevisionKey,
+    ) -> Self {
         let pick =
             |m: &Option<BTreeMap<String, String>>, keys: &[&str]| -> BTreeMap<String, String> {
                 m.iter()
@@ -126,7 +134,7 @@ impl ObservedTarget {
             &[ROLLOUT_ANNOTATION, REVISION_ANNOTATION],
         );
         Self {
-            content_hash: snapshot.content_hash(kind),
+            content_hash: snapshot.content_hash(kind, key),
             snapshot,
             revision: owned_annotations.get(REVISION_ANNOTATION).cloned(),
             rollout: owned_annotations.get(ROLLOUT_ANNOTATION).cloned(),
@@ -136,7 +144,7 @@ impl ObservedTarget {
         }
     }
 
-    pub fn from_config_map(cm: &ConfigMap) -> Self {
+    pub fn from_config_map(cm: &ConfigMap, key: &RevisionKey) -> Self {
         let snapshot = Snapshot {
             data: cm.data.clone().unwrap_or_default(),
             binary_data: cm
@@ -146,10 +154,10 @@ impl ObservedTarget {
                 .map(|(k, v)| (k.clone(), B64.encode(&v.0)))
                 .collect(),
         };
-        Self::from_parts(ConfigKind::ConfigMap, &cm.metadata, snapshot)
+        Self::from_parts(ConfigKind::ConfigMap, &cm.metadata, snapshot, key)
     }
 
-    pub fn from_secret(secret: &Secret) -> Self {
+    pub fn from_secret(secret: &Secret, key: &RevisionKey) -> Self {
         let snapshot = Snapshot {
             data: secret
                 .data
@@ -159,7 +167,7 @@ impl ObservedTarget {
                 .collect(),
             binary_data: BTreeMap::new(),
         };
-        Self::from_parts(ConfigKind::Secret, &secret.metadata, snapshot)
+        Self::from_parts(ConfigKind::Secret, &secret.metadata, snapshot, key)
     }
 
     pub fn state(&self) -> TargetState {
@@ -342,6 +350,7 @@ pub struct TargetWriter {
     name: String,
     /// Writes in flight at once (the engine sizes batches by `maxConcurrent`).
     parallelism: usize,
+    key: RevisionKey,
 }
 
 impl TargetWriter {
@@ -351,6 +360,7 @@ impl TargetWriter {
         kind: ConfigKind,
         name: &str,
         parallelism: usize,
+        key: RevisionKey,
     ) -> Self {
         Self {
             client,
@@ -358,6 +368,7 @@ impl TargetWriter {
             kind,
             name: name.to_string(),
             parallelism: parallelism.max(1),
+            key,
         }
     }
 
@@ -376,14 +387,17 @@ impl TargetWriter {
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
                 let cm = with_retries(&what, || api.patch(&self.name, &params, &apply)).await?;
                 (
-                    ObservedTarget::from_config_map(&cm),
+                    ObservedTarget::from_config_map(&cm, &self.key),
                     cm.metadata.resource_version,
                 )
             }
             ConfigKind::Secret => {
                 let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
                 let s = with_retries(&what, || api.patch(&self.name, &params, &apply)).await?;
-                (ObservedTarget::from_secret(&s), s.metadata.resource_version)
+                (
+                    ObservedTarget::from_secret(&s, &self.key),
+                    s.metadata.resource_version,
+                )
             }
         };
         if let Some(patch) = desired.fixup(&held.0) {
@@ -411,14 +425,17 @@ impl TargetWriter {
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
                 let cm = with_retries(&what, || api.patch(&self.name, &pp, &merge)).await?;
                 (
-                    ObservedTarget::from_config_map(&cm),
+                    ObservedTarget::from_config_map(&cm, &self.key),
                     cm.metadata.resource_version,
                 )
             }
             ConfigKind::Secret => {
                 let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
                 let s = with_retries(&what, || api.patch(&self.name, &pp, &merge)).await?;
-                (ObservedTarget::from_secret(&s), s.metadata.resource_version)
+                (
+                    ObservedTarget::from_secret(&s, &self.key),
+                    s.metadata.resource_version,
+                )
             }
         })
     }
@@ -472,7 +489,7 @@ impl TargetWriter {
             let prior = store.fetch(&ns).await?;
             // A target ringfence never managed is not in the cache: look before writing,
             // so one that still holds its prior is seen to, and not written again.
-            let current = fetch_target(&self.client, self.kind, &ns, &self.name).await?;
+            let current = fetch_target(&self.client, self.kind, &ns, &self.name, &self.key).await?;
             if !prior.meta.existed {
                 return match current {
                     None => {
@@ -517,6 +534,7 @@ pub async fn fetch_target(
     kind: ConfigKind,
     namespace: &str,
     name: &str,
+    key: &RevisionKey,
 ) -> Result<Option<(ObservedTarget, Option<String>)>, Error> {
     let what = format!("read {} {namespace}/{name}", kind_name(kind));
     Ok(match kind {
@@ -526,7 +544,7 @@ pub async fn fetch_target(
             .map_err(|e| Error::kube(&what, e))?
             .map(|cm| {
                 (
-                    ObservedTarget::from_config_map(&cm),
+                    ObservedTarget::from_config_map(&cm, key),
                     cm.metadata.resource_version,
                 )
             }),
@@ -534,7 +552,12 @@ pub async fn fetch_target(
             .get_opt(name)
             .await
             .map_err(|e| Error::kube(&what, e))?
-            .map(|s| (ObservedTarget::from_secret(&s), s.metadata.resource_version)),
+            .map(|s| {
+                (
+                    ObservedTarget::from_secret(&s, key),
+                    s.metadata.resource_version,
+                )
+            }),
     })
 }
 
@@ -574,6 +597,10 @@ mod tests {
         );
     }
 
+    fn key() -> RevisionKey {
+        RevisionKey::new(vec![1; RevisionKey::MIN_LEN]).unwrap()
+    }
+
     fn config(kind: ConfigKind, data: &[(&str, &[u8])]) -> ResolvedConfig {
         ResolvedConfig {
             kind,
@@ -594,7 +621,10 @@ mod tests {
         assert_eq!(s.data["a"], "text");
         assert_eq!(s.binary_data["b"], B64.encode([0xff, 0x00]));
         assert_eq!(s.bytes(ConfigKind::ConfigMap), c.data);
-        assert_eq!(s.content_hash(ConfigKind::ConfigMap), revision_of(&c));
+        assert_eq!(
+            s.content_hash(ConfigKind::ConfigMap, &key()),
+            revision_of(&c, &key())
+        );
     }
 
     #[test]
@@ -602,7 +632,10 @@ mod tests {
         let c = config(ConfigKind::Secret, &[("token", b"hunter2")]);
         let s = Snapshot::of_config(&c);
         assert_eq!(s.data["token"], B64.encode("hunter2"));
-        assert_eq!(s.content_hash(ConfigKind::Secret), revision_of(&c));
+        assert_eq!(
+            s.content_hash(ConfigKind::Secret, &key()),
+            revision_of(&c, &key())
+        );
     }
 
     #[test]
@@ -677,14 +710,17 @@ mod tests {
             ("other".to_string(), "y".to_string()),
         ]));
         cm.data = Some(BTreeMap::from([("k".to_string(), "v".to_string())]));
-        let t = ObservedTarget::from_config_map(&cm);
+        let t = ObservedTarget::from_config_map(&cm, &key());
         let state = t.state();
         assert!(state.exists);
         assert_eq!(state.revision.as_deref(), Some("r1"));
         assert_eq!(state.rollout.as_deref(), Some("ns/x"));
         assert_eq!(
             state.content_hash,
-            Some(revision_of(&config(ConfigKind::ConfigMap, &[("k", b"v")])))
+            Some(revision_of(
+                &config(ConfigKind::ConfigMap, &[("k", b"v")]),
+                &key()
+            ))
         );
         assert!(!t.owned_annotations.contains_key("other"));
     }

@@ -16,7 +16,7 @@ use super::metrics_source::{ErrorRates, MetricsSource};
 use super::view::{self, Style};
 use super::{DemoError, DemoOptions, kubelet};
 use crate::api::{ConfigRollout, ConfigRolloutStatus, FIELD_MANAGER, Phase, REVISION_ANNOTATION};
-use crate::controller::{Operator, Options};
+use crate::controller::{Operator, Options, RevisionKeySource};
 use crate::emulator::Emulator;
 
 /// Which story to tell.
@@ -200,11 +200,17 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
     let metrics = MetricsSource::start(rates.clone()).await?;
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let revision_key = crate::engine::RevisionKey::generate();
     let operator = Operator::new(
         client.clone(),
         Options {
             namespace: None,
             trusted_namespaces: Default::default(),
+            revision_key: RevisionKeySource::Fixed(revision_key.clone()),
+            // The demo's metrics source listens on loopback, which gates may not call by default.
+            gate_addresses: crate::engine::AddressPolicy::new(vec![
+                crate::engine::HostPattern::Net(crate::engine::Cidr::host(LOOPBACK_ANY_PORT.ip())),
+            ]),
             concurrency: 4,
             max_inflight_writes: 32,
             metrics_addr: LOOPBACK_ANY_PORT,
@@ -286,7 +292,7 @@ pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
     };
     let expected_revision =
         expected_revision.unwrap_or_else(|| b.revision.clone().unwrap_or_default());
-    let cells = check_cells(&client, &expected_revision).await?;
+    let cells = check_cells(&client, &expected_revision, &revision_key).await?;
 
     let mut summary = vec![style.bold("\nsummary"), "timeline:".to_string()];
     summary.extend(timeline.entries.iter().cloned());
@@ -458,7 +464,11 @@ async fn wait_for(
 }
 
 /// Every cell's `checkout-flags` and whether it holds exactly `revision`.
-async fn check_cells(client: &Client, revision: &str) -> Result<Vec<(String, bool)>, DemoError> {
+async fn check_cells(
+    client: &Client,
+    revision: &str,
+    key: &crate::engine::RevisionKey,
+) -> Result<Vec<(String, bool)>, DemoError> {
     let mut out = Vec::new();
     for (_, cells) in rings() {
         for cell in cells {
@@ -469,7 +479,7 @@ async fn check_cells(client: &Client, revision: &str) -> Result<Vec<(String, boo
                     kind: crate::api::ConfigKind::ConfigMap,
                     data: data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
                 };
-                crate::engine::revision_of(&config) == revision
+                crate::engine::revision_of(&config, key) == revision
             });
             out.push((cell, ok));
         }

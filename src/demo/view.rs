@@ -66,7 +66,7 @@ pub fn render(status: &ConfigRolloutStatus, style: Style) -> Vec<String> {
         status.message.as_deref().unwrap_or("")
     ));
     for ring in &status.rings {
-        let total = ring.targets.len() as u32;
+        let total = ring.target_count;
         let phase = format!("{:?}", ring.phase);
         let phase = match ring.phase {
             RingPhase::Promoted => style.green(&phase),
@@ -123,7 +123,7 @@ mod tests {
             rings: vec![RingStatus {
                 name: "early".into(),
                 phase: RingPhase::Verifying,
-                targets: vec!["a".into(), "b".into(), "c".into()],
+                target_count: 3,
                 updated: 3,
                 gates: vec![GateStatus {
                     name: "error-rate".into(),

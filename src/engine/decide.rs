@@ -12,6 +12,7 @@ use super::gates::{
     active_ring, all_passing, apply_results, currently_failing, failed_gates, initial_gates,
     missing_baselines, next_due,
 };
+use super::layout;
 use super::message::{self, LIST_LIMIT, Observed, bounded_list, drift_list};
 use super::model::TargetState;
 use super::model::{Action, Decision, EventNote, EventType, GatePurpose, Inputs};
@@ -88,6 +89,8 @@ struct Step<'a> {
     recording: usize,
     /// The rollback point moved on in this decision.
     rollback_point_moved: bool,
+    /// The rings were resolved afresh in this decision (a lost layout no longer matters).
+    resolved: bool,
 }
 
 impl<'a> Step<'a> {
@@ -106,7 +109,15 @@ impl<'a> Step<'a> {
             key: format!("{}/{}", inputs.rollout.namespace, inputs.rollout.name),
             recording: 0,
             rollback_point_moved: false,
+            resolved: false,
         }
+    }
+
+    /// Why the rings' targets are unknown: their layout records could not be read.
+    fn layout_missing(&self) -> Option<&str> {
+        (!self.resolved)
+            .then_some(self.inputs.world.layout_missing.as_deref())
+            .flatten()
     }
 
     /// Whether `ns` holds this revision as written by this rollout: the content,
@@ -337,7 +348,9 @@ impl<'a> Step<'a> {
             // says where the revision belongs, so it restarts from the first ring.
             return self.start();
         }
-        if phase == Some(Phase::Progressing) {
+        // Without its targets a ring can be neither written nor judged; an abort (which
+        // restores from the prior records alone) or a new revision still proceeds.
+        if phase == Some(Phase::Progressing) && self.layout_missing().is_none() {
             self.progress();
         }
         Ok(())
@@ -365,7 +378,7 @@ impl<'a> Step<'a> {
             self.begin_rollback("Aborted", format!("abort requested ({id})"), gates);
             return;
         }
-        if phase != Some(Phase::Progressing) {
+        if phase != Some(Phase::Progressing) || self.layout_missing().is_some() {
             return;
         }
         match active_ring(&self.status).map(|(i, r)| (i, r.phase)) {
@@ -396,6 +409,7 @@ impl<'a> Step<'a> {
         self.status.revision = Some(self.revision().to_string());
         self.status.phase = Some(Phase::Progressing);
         self.status.paused_at = None;
+        self.resolved = true;
         self.status.rings = layout
             .into_iter()
             .map(|r| RingStatus {
@@ -1005,7 +1019,11 @@ impl<'a> Step<'a> {
     /// Derived status: counts, conditions, health, progress and message.
     fn finish(mut self) -> Decision {
         let world = self.inputs.world;
-        if let Some(revision) = self.status.revision.clone() {
+        let layout_known = self.layout_missing().is_none();
+        if layout_known {
+            layout::summarize(&mut self.status);
+        }
+        if let Some(revision) = self.status.revision.clone().filter(|_| layout_known) {
             for ring in &mut self.status.rings {
                 let updated = ring
                     .targets
@@ -1071,10 +1089,16 @@ impl<'a> Step<'a> {
             priors_missing,
             priors_lost_unnamed,
             held: self.invalid.as_ref().map(|i| i.reason.to_string()),
+            layout_missing: self.layout_missing().map(str::to_string),
         };
         let old_ready = conditions::get(&self.inputs.status.conditions, conditions::READY).cloned();
         let generation = self.inputs.rollout.generation;
-        let targets: usize = self.status.rings.iter().map(|r| r.targets.len()).sum();
+        let targets: u64 = self
+            .status
+            .rings
+            .iter()
+            .map(|r| u64::from(r.target_count))
+            .sum();
         let valid = match &self.invalid {
             Some(invalid) => Desired {
                 type_: conditions::VALID,
@@ -1144,7 +1168,14 @@ impl<'a> Step<'a> {
                 "PriorsMissing",
                 format!("nothing more is written: {problem}; an abort restores the rest"),
             )),
-            _ => None,
+            _ => observed.layout_missing.as_ref().map(|why| {
+                (
+                    "LayoutMissing",
+                    format!(
+                        "nothing more is written: the ring layout is unknown ({why}); an abort restores every recorded target, a new revision starts over"
+                    ),
+                )
+            }),
         };
         if let Some((reason, message)) = blocked
             && matches!(

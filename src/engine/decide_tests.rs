@@ -1412,3 +1412,70 @@ fn rules_from_a_validation_ref_are_waited_for_and_applied() {
     sim.settle(10);
     assert!(holds(&sim, "cell-a", &sim.revision()));
 }
+
+#[test]
+fn a_lost_layout_holds_the_rollout_and_an_abort_still_restores_every_target() {
+    let mut spec = spec_with_rings(&[("canary", &["cell-a"]), ("broad", &["cell-b", "cell-c"])]);
+    spec.rings[0].bake = "1m".into();
+    let mut sim = Sim::new(spec);
+    sim.settle(10);
+    assert_eq!(sim.status.rings[0].phase, RingPhase::Verifying);
+    assert_eq!(sim.status.rings[1].target_count, 2);
+    sim.lose_layout();
+    sim.advance(120);
+    let mut written = Vec::new();
+    for _ in 0..10 {
+        written.extend(writes(&sim.step()));
+    }
+    assert!(written.is_empty(), "nothing is written blind: {written:?}");
+    assert_eq!(sim.status.phase, Some(Phase::Progressing));
+    assert_eq!(condition(&sim, "Progressing"), ("False", "LayoutMissing"));
+    assert!(
+        sim.status
+            .message
+            .clone()
+            .unwrap()
+            .contains("ring layout is unknown")
+    );
+    assert_eq!(
+        sim.status.rings[1].target_count, 2,
+        "the counts in status are kept"
+    );
+    sim.meta.requests.abort = Some("a1".into());
+    run_until(&mut sim, Phase::RolledBack);
+    assert!(
+        !sim.world.targets.contains_key("cell-a"),
+        "restored from its record"
+    );
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
+fn a_new_revision_starts_over_with_a_fresh_layout_after_one_was_lost() {
+    let mut spec = spec_with_rings(&[("canary", &["cell-a"]), ("broad", &["cell-b"])]);
+    spec.rings[0].bake = "1m".into();
+    let mut sim = Sim::new(spec);
+    sim.settle(10);
+    sim.lose_layout();
+    sim.step();
+    assert_eq!(condition(&sim, "Progressing"), ("False", "LayoutMissing"));
+    sim.set_config("2");
+    for _ in 0..4 {
+        sim.settle(10);
+        sim.advance(120);
+    }
+    assert_eq!(
+        sim.status.phase,
+        Some(Phase::Succeeded),
+        "{:?}",
+        sim.status.message
+    );
+    assert!(sim.world.layout_missing.is_none());
+    let revision = sim.revision();
+    assert!(
+        ["cell-a", "cell-b"]
+            .iter()
+            .all(|ns| holds(&sim, ns, &revision))
+    );
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}

@@ -30,6 +30,8 @@ pub(crate) struct Observed {
     pub priors_lost_unnamed: u32,
     /// The spec is invalid and the revision in flight is held (gated, abortable, not written).
     pub held: Option<String>,
+    /// The rings' targets could not be read back from their layout records: why.
+    pub layout_missing: Option<String>,
 }
 
 impl Observed {
@@ -132,7 +134,7 @@ pub(crate) fn message(status: &ConfigRolloutStatus, plan: &Plan, observed: &Obse
             None => format!("rolling out revision {revision}"),
         },
         Some(Phase::Succeeded) => {
-            let targets: usize = status.rings.iter().map(|r| r.targets.len()).sum();
+            let targets: u64 = status.rings.iter().map(|r| u64::from(r.target_count)).sum();
             format!(
                 "revision {revision} rolled out to all {} rings ({targets} targets)",
                 status.rings.len()
@@ -198,6 +200,11 @@ pub(crate) fn message(status: &ConfigRolloutStatus, plan: &Plan, observed: &Obse
     {
         sentence.push_str(&format!(
             "; holding, nothing more is written: {problem}; request an abort to restore the rest"
+        ));
+    }
+    if let Some(why) = &observed.layout_missing {
+        sentence.push_str(&format!(
+            "; holding, nothing more is written: the ring layout is unknown ({why}); an abort restores every recorded target"
         ));
     }
     if let Some(reason) = &observed.held {
@@ -270,7 +277,7 @@ fn progressing(
                     "{label}: writing revision {}, {} of {} targets updated",
                     status.revision.as_deref().unwrap_or("-"),
                     ring.updated,
-                    ring.targets.len()
+                    ring.target_count
                 )
             } else {
                 format!(

@@ -74,11 +74,14 @@
 //! reason Drifted, a TargetDrifted event when the set changes) and never
 //! rewritten outside a rollout.
 
+mod address;
 mod clock;
 mod conditions;
 mod decide;
 mod failure;
+mod gate_access;
 mod gates;
+mod layout;
 mod message;
 mod model;
 mod revision;
@@ -93,8 +96,11 @@ mod proptests;
 #[cfg(test)]
 mod testkit;
 
+pub use address::{AddressPolicy, Cidr, HostPattern};
 pub use decide::decide;
 pub use failure::report_failure;
+pub use gate_access::{GATE_CREDENTIALS_LABEL, check_credentials};
 pub use gates::gate_requests;
+pub use layout::{FIRST_TARGETS, Layout, LayoutRing, hash_of};
 pub use model::*;
-pub use revision::revision_of;
+pub use revision::{RevisionKey, RevisionKeyTooShort, revision_of};

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::address::AddressPolicy;
+use super::revision::RevisionKey;
 use crate::api::{
     ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, Gate, ValidationRule, Verdict,
 };
@@ -42,10 +44,25 @@ pub struct Requests {
 }
 
 /// Operator-wide configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Namespaces whose rollouts may target any namespace.
     pub trusted_namespaces: BTreeSet<String>,
+    /// Keys Secret revisions, so that they reveal nothing about the data.
+    pub revision_key: RevisionKey,
+    /// Where gates may call.
+    pub gate_addresses: AddressPolicy,
+}
+
+impl Settings {
+    /// No trusted namespaces and the default address policy.
+    pub fn new(revision_key: RevisionKey) -> Self {
+        Self {
+            trusted_namespaces: BTreeSet::new(),
+            revision_key,
+            gate_addresses: AddressPolicy::default(),
+        }
+    }
 }
 
 /// The configuration data after `sourceRef` was followed.
@@ -74,10 +91,25 @@ pub struct World {
     pub unreadable_priors: BTreeMap<String, String>,
     /// Consumer workloads per target namespace (only when `spec.workloads` is set).
     pub workloads: BTreeMap<String, Vec<WorkloadState>>,
+    /// Why the rings' targets could not be read back from the layout records that
+    /// `status.layout` names; None when they were (or status names none). While set, the
+    /// rings in status have no targets, and nothing is written but restores.
+    pub layout_missing: Option<String>,
     /// Targets that another ConfigRollout manages: namespace to `namespace/name` of that rollout.
     pub claimed_by_others: BTreeMap<String, String>,
     /// Results of the evaluations that [`super::gate_requests`] asked for.
     pub gate_results: Vec<GateResult>,
+    /// Secrets in the rollout's namespace named by a gate's `authSecretRef`, by name
+    /// (`None`: not found). A name absent here was not observed and is not used.
+    pub gate_credentials: BTreeMap<String, Option<CredentialsSecret>>,
+}
+
+/// What decides whether a Secret may lend its credentials to a gate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CredentialsSecret {
+    /// The Secret's `type`.
+    pub type_: Option<String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -246,7 +246,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     use super::*;
-    use crate::engine::testkit::{ns, ns_labelled, spec_with_rings};
+    use crate::engine::testkit::{ns, ns_labelled, spec_with_rings, test_key};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -358,12 +358,13 @@ mod tests {
             ns_labelled("cell-a", &[(ALLOW_FROM_LABEL, "platform")]),
             ns_labelled("cell-b", &[(ALLOW_FROM_LABEL, "other")]),
         ];
-        let err =
-            check_permitted(&rings, "platform", &namespaces, &Settings::default()).unwrap_err();
+        let err = check_permitted(&rings, "platform", &namespaces, &Settings::new(test_key()))
+            .unwrap_err();
         assert_eq!(err.reason, "TargetNotPermitted");
         assert!(err.message.contains("cell-b") && !err.message.contains("cell-a,"));
         let trusted = Settings {
             trusted_namespaces: ["platform".to_string()].into(),
+            ..Settings::new(test_key())
         };
         assert!(check_permitted(&rings, "platform", &namespaces, &trusted).is_ok());
     }

@@ -9,7 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 
 use super::model::*;
-use super::{decide, gate_requests, revision_of};
+pub(crate) use super::revision::tests::test_key;
+use super::{Layout, decide, gate_requests, hash_of, revision_of};
 use crate::api::{
     ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, ConfigSpec, FIELD_MANAGER, Gate, Phase,
     PrometheusGate, RingPhase, RollbackPolicy, Verdict, WebhookGate, WorkloadSpec,
@@ -172,6 +173,8 @@ pub(crate) struct Sim {
     snapshot: BTreeMap<String, Option<String>>,
     /// Targets written since the rollback point was set.
     touched: BTreeSet<String>,
+    /// The layout records, by hash.
+    pub layouts: BTreeMap<String, Layout>,
 }
 
 impl Sim {
@@ -199,6 +202,7 @@ impl Sim {
             world,
             settings: Settings {
                 trusted_namespaces: [ROLLOUT_NS.to_string()].into(),
+                ..Settings::new(test_key())
             },
             now: t0(),
             verdicts: BTreeMap::new(),
@@ -207,6 +211,7 @@ impl Sim {
             violations: Vec::new(),
             snapshot: BTreeMap::new(),
             touched: BTreeSet::new(),
+            layouts: BTreeMap::new(),
         };
         if sim.spec.workloads.is_some() {
             for n in &namespaces {
@@ -226,7 +231,7 @@ impl Sim {
     }
 
     pub fn revision(&self) -> String {
-        revision_of(&resolved(&self.spec))
+        revision_of(&resolved(&self.spec), &self.settings.revision_key)
     }
 
     pub fn inputs(&self) -> Inputs<'_> {
@@ -273,10 +278,21 @@ impl Sim {
             }
             self.execute(action);
         }
-        // As the API server would store it: whole seconds, through JSON.
+        // The layout is stored before the status naming it, as the controller does.
+        if let Some(layout) = &decision.status.layout
+            && (decision.status.layout != self.status.layout || self.world.layout_missing.is_some())
+        {
+            let rings = Layout::of(&decision.status);
+            if hash_of(&rings.encode()) == layout.hash {
+                self.layouts.insert(layout.hash.clone(), rings);
+            }
+        }
+        // As the API server would store it: whole seconds, through JSON, and the rings'
+        // targets read back from the layout records.
         let persisted = serde_json::to_value(&decision.status)
             .ok()
-            .and_then(|v| serde_json::from_value::<ConfigRolloutStatus>(v).ok());
+            .and_then(|v| serde_json::from_value::<ConfigRolloutStatus>(v).ok())
+            .map(|status| self.read_layout(status));
         match persisted {
             Some(status) => {
                 if status != decision.status {
@@ -305,6 +321,29 @@ impl Sim {
         self.events.extend(decision.events.iter().cloned());
         self.check_rollback_complete();
         decision
+    }
+
+    /// Fills the rings' targets in from the layout records, as the controller reads them.
+    fn read_layout(&mut self, mut status: ConfigRolloutStatus) -> ConfigRolloutStatus {
+        self.world.layout_missing = match &status.layout {
+            None => None,
+            Some(want) => match self.layouts.get(&want.hash) {
+                Some(layout) => layout.fill(&mut status).err(),
+                None => Some("no layout record holds it".into()),
+            },
+        };
+        status
+    }
+
+    /// Deletes every layout record: the rings' targets are unknown from the next step.
+    pub fn lose_layout(&mut self) {
+        self.layouts.clear();
+        let status = self.status.clone();
+        self.status = self.read_layout(status);
+        for ring in &mut self.status.rings {
+            ring.targets.clear();
+            ring.duplicates.clear();
+        }
     }
 
     /// Steps until nothing is left to do now, at most `max` times.

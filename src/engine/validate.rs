@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::gate_access::check_gates;
 use super::model::{Inputs, ResolvedConfig};
 use super::revision::revision_of;
 use super::rings::check_selectors;
@@ -179,8 +180,9 @@ pub(crate) fn plan(inputs: &Inputs) -> Result<Plan, Invalid> {
         .collect::<Result<Vec<_>, Invalid>>()?;
     check_selectors(spec)?;
     check_data(inputs, config)?;
+    check_gates(inputs)?;
     Ok(Plan {
-        revision: revision_of(config),
+        revision: revision_of(config, &inputs.settings.revision_key),
         progress_deadline,
         rings,
         gates,

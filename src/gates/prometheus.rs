@@ -115,6 +115,7 @@ mod judge;
 mod response;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -122,9 +123,10 @@ use k8s_openapi::jiff::Timestamp;
 pub use judge::{Judgement, fmt_value, judge};
 
 use super::GateContext;
+use super::answer::excerpt;
 use super::template::{self, TemplateError, TemplateVars};
 use crate::api::{CompareTo, Gate, PrometheusGate, Verdict};
-use crate::engine::{GatePurpose, GateRequest, GateResult};
+use crate::engine::{AddressPolicy, GatePurpose, GateRequest, GateResult};
 
 /// Baseline subqueries sample the window this many times.
 const BASELINE_STEPS: u32 = 30;
@@ -153,6 +155,8 @@ impl fmt::Debug for PrometheusAuth {
 pub enum QueryError {
     #[error("invalid Prometheus address {address:?}: {reason}")]
     InvalidAddress { address: String, reason: String },
+    #[error("Prometheus at {address} not called: {reason}")]
+    Refused { address: String, reason: String },
     #[error("cannot reach Prometheus at {address}: {reason}")]
     Unreachable { address: String, reason: String },
     #[error("Prometheus at {address} did not answer within {timeout}")]
@@ -174,12 +178,13 @@ pub enum QueryError {
     Malformed(String),
 }
 
+/// The examples together are one excerpt of the answer.
 fn series_list(examples: &[String], count: usize) -> String {
     let listed = examples.join(", ");
     if count > examples.len() {
-        format!("{listed}, ...")
+        excerpt(&format!("{listed}, ..."))
     } else {
-        listed
+        excerpt(&listed)
     }
 }
 
@@ -202,17 +207,19 @@ pub enum EvalError {
 #[derive(Clone, Debug)]
 pub struct PrometheusProvider {
     client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
 }
 
 impl PrometheusProvider {
-    /// A provider with its own HTTP client (rustls with the ring provider).
-    pub fn new() -> Result<Self, reqwest::Error> {
+    /// A provider with its own HTTP client (rustls with the ring provider) that calls
+    /// only what `policy` allows.
+    pub fn new(policy: Arc<AddressPolicy>) -> Result<Self, reqwest::Error> {
         // Fails only when a provider is already installed, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("ringfence/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { client })
+        Ok(Self {
+            client: super::http::client(policy.clone())?,
+            policy,
+        })
     }
 
     /// Evaluates `gate` for `req` at `now`. Never fails: every problem becomes
@@ -263,6 +270,15 @@ impl PrometheusProvider {
             .prometheus
             .as_ref()
             .ok_or_else(|| EvalError::NotPrometheus(gate.name.clone()))?;
+        // An address that is no URL at all is reported as invalid when it is requested.
+        if url::Url::parse(&spec.address).is_ok() {
+            self.policy
+                .check_url(&spec.address)
+                .map_err(|reason| QueryError::Refused {
+                    address: spec.address.clone(),
+                    reason,
+                })?;
+        }
         let eval = Evaluation {
             client: &self.client,
             spec,

@@ -1,17 +1,20 @@
-//! Webhook gate: POST the evaluation's context as JSON; 2xx passes, 4xx/5xx fails with the
-//! body's first line as the reason, and a timeout or connection error is inconclusive (an
-//! unreachable judge never counts as healthy). TLS certificates are verified.
+//! Webhook gate: POST the evaluation's context as JSON; 2xx passes, 4xx/5xx fails with an
+//! excerpt of the body's first line as the reason, and a timeout, a connection error or an
+//! address the policy refuses is inconclusive (an unreachable judge never counts as
+//! healthy). TLS certificates are verified.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
+use super::answer::excerpt;
 use crate::api::{Verdict, WebhookGate};
-use crate::engine::{GatePurpose, GateRequest, GateResult, RolloutMeta};
+use crate::engine::{AddressPolicy, GatePurpose, GateRequest, GateResult, RolloutMeta};
 
-/// Longest reason kept from a response body.
-const MAX_REASON: usize = 200;
+/// Bytes of a response body read for its first line.
+const MAX_BODY_READ: usize = 16 * 1024;
 
 /// What the endpoint receives.
 #[derive(Serialize, Debug, PartialEq)]
@@ -51,15 +54,16 @@ impl<'a> WebhookPayload<'a> {
 #[derive(Clone, Debug)]
 pub struct WebhookProvider {
     http: reqwest::Client,
+    policy: Arc<AddressPolicy>,
 }
 
 impl WebhookProvider {
-    /// Needs a rustls crypto provider installed process-wide.
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("ringfence/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { http })
+    /// Calls only what `policy` allows. Needs a rustls crypto provider installed process-wide.
+    pub fn new(policy: Arc<AddressPolicy>) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: super::http::client(policy.clone())?,
+            policy,
+        })
     }
 
     pub async fn evaluate(
@@ -70,8 +74,32 @@ impl WebhookProvider {
         req: &GateRequest,
         now: Timestamp,
     ) -> GateResult {
+        let (verdict, message) = match self.policy.check_url(&gate.url) {
+            Err(why) => (Verdict::Inconclusive, format!("webhook not called: {why}")),
+            Ok(()) => self.call(gate, timeout, rollout, req).await,
+        };
+        GateResult {
+            gate: req.gate.clone(),
+            ring: req.ring,
+            purpose: req.purpose,
+            verdict,
+            value: None,
+            baseline: None,
+            threshold: None,
+            message,
+            at: now,
+        }
+    }
+
+    async fn call(
+        &self,
+        gate: &WebhookGate,
+        timeout: Duration,
+        rollout: &RolloutMeta,
+        req: &GateRequest,
+    ) -> (Verdict, String) {
         let payload = WebhookPayload::new(rollout, req);
-        let (verdict, message) = match self
+        match self
             .http
             .post(&gate.url)
             .timeout(timeout)
@@ -85,12 +113,11 @@ impl WebhookProvider {
             ),
             Err(e) => (
                 Verdict::Inconclusive,
-                format!("webhook unreachable: {}", error_chain(&e)),
+                format!("webhook unreachable: {}", excerpt(&error_chain(&e))),
             ),
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                let reason = first_line(&body);
+                let reason = first_line(&read_head(&mut resp).await);
                 if status.is_success() {
                     (Verdict::Pass, format!("webhook answered {status}"))
                 } else if status.is_client_error() || status.is_server_error() {
@@ -110,32 +137,29 @@ impl WebhookProvider {
                     )
                 }
             }
-        };
-        GateResult {
-            gate: req.gate.clone(),
-            ring: req.ring,
-            purpose: req.purpose,
-            verdict,
-            value: None,
-            baseline: None,
-            threshold: None,
-            message,
-            at: now,
         }
     }
 }
 
-/// The first non-empty line, trimmed and cut to a bounded length.
-fn first_line(body: &str) -> String {
-    let line = body
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    match line.char_indices().nth(MAX_REASON) {
-        Some((cut, _)) => format!("{}…", &line[..cut]),
-        None => line.to_string(),
+/// The start of a response body: enough for its first line, never all of a huge answer.
+async fn read_head(resp: &mut reqwest::Response) -> String {
+    let mut head = Vec::new();
+    while head.len() < MAX_BODY_READ {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+            _ => break,
+        }
     }
+    head.truncate(MAX_BODY_READ);
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// An excerpt of the first line with something printable on it (headers are never read).
+fn first_line(body: &str) -> String {
+    body.lines()
+        .map(excerpt)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -190,9 +214,18 @@ mod tests {
         format!("http://{addr}/check")
     }
 
+    /// The tests' servers listen on 127.0.0.1, which the default policy refuses.
+    fn loopback() -> Arc<AddressPolicy> {
+        Arc::new(AddressPolicy::new(vec!["127.0.0.1/32".parse().unwrap()]))
+    }
+
     async fn eval(url: String, timeout: Duration) -> GateResult {
+        eval_with(loopback(), url, timeout).await
+    }
+
+    async fn eval_with(policy: Arc<AddressPolicy>, url: String, timeout: Duration) -> GateResult {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let provider = WebhookProvider::new().unwrap();
+        let provider = WebhookProvider::new(policy).unwrap();
         let (meta, req) = request();
         let gate = WebhookGate {
             url,
@@ -279,7 +312,108 @@ mod tests {
     #[test]
     fn reasons_are_bounded() {
         assert_eq!(first_line(""), "");
+        assert_eq!(first_line("\n \x1b\n second"), "second");
         let long = "é".repeat(500);
-        assert_eq!(first_line(&long).chars().count(), MAX_REASON + 1);
+        assert_eq!(
+            first_line(&long).chars().count(),
+            crate::gates::answer::MAX_EXCERPT
+        );
+    }
+
+    /// A server that counts the requests it receives.
+    async fn counting(status: StatusCode) -> (String, Arc<Mutex<usize>>) {
+        let hits = Arc::new(Mutex::new(0));
+        let sink = hits.clone();
+        let router = Router::new().route(
+            "/check",
+            post(move || async move {
+                *sink.lock().unwrap() += 1;
+                status
+            }),
+        );
+        (serve(router).await, hits)
+    }
+
+    #[tokio::test]
+    async fn refused_addresses_are_not_called() {
+        let (url, hits) = counting(StatusCode::OK).await;
+        let result = eval_with(
+            Arc::new(AddressPolicy::default()),
+            url.clone(),
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(result.verdict, Verdict::Inconclusive, "{}", result.message);
+        assert!(
+            result
+                .message
+                .starts_with("webhook not called: address 127.0.0.1 is loopback"),
+            "{}",
+            result.message
+        );
+        // A name the allow-list admits is still not called at a refused address.
+        let by_name = url.replace("127.0.0.1", "localhost");
+        let named = Arc::new(AddressPolicy::new(vec!["localhost".parse().unwrap()]));
+        let result = eval_with(named, by_name, Duration::from_secs(2)).await;
+        assert_eq!(result.verdict, Verdict::Inconclusive, "{}", result.message);
+        assert!(
+            result
+                .message
+                .contains("gate address policy refuses localhost"),
+            "{}",
+            result.message
+        );
+        assert_eq!(*hits.lock().unwrap(), 0, "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn redirects_to_refused_addresses_are_not_followed() {
+        let router = Router::new().route(
+            "/check",
+            post(|| async {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [("location", "http://169.254.169.254/latest/meta-data/")],
+                )
+            }),
+        );
+        let result = eval(serve(router).await, Duration::from_secs(2)).await;
+        assert_eq!(result.verdict, Verdict::Inconclusive, "{}", result.message);
+        assert!(
+            result.message.contains("redirect refused") && result.message.contains("link-local"),
+            "{}",
+            result.message
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_are_cut_and_cleaned_before_they_reach_a_message() {
+        let body = format!(
+            "\x1b]0;owned\x07{}\r\nX-Secret: header-like",
+            "A".repeat(100_000)
+        );
+        let router = Router::new().route(
+            "/check",
+            post(move || async move {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [("x-internal-token", "do-not-copy")],
+                    body,
+                )
+            }),
+        );
+        let result = eval(serve(router).await, Duration::from_secs(5)).await;
+        assert_eq!(result.verdict, Verdict::Fail);
+        let reason = result
+            .message
+            .strip_prefix("webhook answered 500 Internal Server Error: ")
+            .unwrap_or_else(|| panic!("{}", result.message));
+        assert_eq!(reason.chars().count(), crate::gates::answer::MAX_EXCERPT);
+        assert!(
+            !result.message.chars().any(char::is_control),
+            "{:?}",
+            result.message
+        );
+        assert!(!result.message.contains("do-not-copy") && !result.message.contains("X-Secret"));
     }
 }

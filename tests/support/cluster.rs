@@ -11,8 +11,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use ringfence::api::ConfigRollout;
-use ringfence::controller::{Operator, Options};
+use ringfence::controller::{Operator, Options, RevisionKeySource};
 use ringfence::emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
+use ringfence::engine::{AddressPolicy, RevisionKey};
 use ringfence::leader::{LeaderConfig, LeaderElection, LeaderError, Timing};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -29,6 +30,16 @@ pub struct Cluster {
     controller: Option<Background>,
     pub metrics_addr: Option<SocketAddr>,
     pub trusted: Vec<String>,
+    /// The controller's key for Secret revisions, the same across restarts.
+    pub revision_key: RevisionKey,
+    /// Where the controller's gates may call.
+    pub gate_addresses: AddressPolicy,
+}
+
+/// The tests' webhooks and Prometheus listen on 127.0.0.1, which gates may not call by
+/// default: allowed here by naming it.
+pub fn test_gate_addresses() -> AddressPolicy {
+    AddressPolicy::new(vec!["127.0.0.1/32".parse().expect("CIDR")])
 }
 
 impl Cluster {
@@ -55,6 +66,8 @@ impl Cluster {
             controller: None,
             metrics_addr: None,
             trusted: Vec::new(),
+            revision_key: RevisionKey::generate(),
+            gate_addresses: test_gate_addresses(),
         }
     }
 
@@ -64,6 +77,8 @@ impl Cluster {
         let options = Options {
             namespace: None,
             trusted_namespaces: self.trusted.iter().cloned().collect(),
+            revision_key: RevisionKeySource::Fixed(self.revision_key.clone()),
+            gate_addresses: self.gate_addresses.clone(),
             concurrency: 4,
             max_inflight_writes: 32,
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
@@ -318,6 +333,13 @@ impl Replica {
         let options = Options {
             namespace: None,
             trusted_namespaces: Default::default(),
+            // As the chart configures it: every replica reads (or the first creates) one key.
+            revision_key: RevisionKeySource::Secret {
+                namespace: lease_namespace.into(),
+                name: "ringfence-revision-key".into(),
+                create: true,
+            },
+            gate_addresses: test_gate_addresses(),
             concurrency: 4,
             max_inflight_writes: 32,
             metrics_addr: "127.0.0.1:0".parse().unwrap(),

@@ -45,6 +45,11 @@ app.kubernetes.io/component: controller
 {{- end }}
 {{- end }}
 
+{{- /* The Secret keying Secret revisions: the one given, or the one the controller generates. */ -}}
+{{- define "ringfence.revisionKeySecret" -}}
+{{- default (printf "%s-revision-key" (include "ringfence.fullname" .)) .Values.revisionKey.existingSecret }}
+{{- end }}
+
 {{- define "ringfence.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}

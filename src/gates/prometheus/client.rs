@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{PrometheusAuth, QueryError, promql_duration, response};
+use super::{PrometheusAuth, QueryError, excerpt, promql_duration, response};
 
 /// Answers larger than this are not Prometheus answering a one-series query.
 const MAX_BODY: usize = 8 << 20;
@@ -86,11 +86,12 @@ fn transport(e: reqwest::Error, q: &InstantQuery<'_>) -> QueryError {
 }
 
 /// The innermost cause (e.g. `Connection refused (os error 111)`), which is
-/// the part that tells an operator what went wrong.
+/// the part that tells an operator what went wrong. An excerpt, as a TLS error
+/// may quote what the server presented.
 fn root_cause(e: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = e;
     while let Some(source) = cause.source() {
         cause = source;
     }
-    cause.to_string()
+    excerpt(&cause.to_string())
 }

@@ -1,14 +1,14 @@
-//! Parsing `/api/v1/query` answers into the one number a gate judges.
+//! Parsing `/api/v1/query` answers into the one number a gate judges. Every part of
+//! an answer that reaches a message is an [`excerpt`].
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::QueryError;
+use super::{QueryError, excerpt};
+use crate::gates::answer::MAX_EXCERPT;
 
 /// Series labels listed in a "several series" error before it is cut short.
 const LISTED_SERIES: usize = 3;
-/// Bytes of a non-JSON error body quoted in a message.
-const QUOTED_BODY: usize = 300;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -44,15 +44,15 @@ pub fn parse(http_status: u16, body: &[u8]) -> Result<Option<f64>, QueryError> {
             });
         }
         Err(e) => {
-            return Err(QueryError::Malformed(format!(
+            return Err(QueryError::Malformed(excerpt(&format!(
                 "not a Prometheus API answer: {e}"
-            )));
+            ))));
         }
     };
     if envelope.status == "error" {
         return Err(QueryError::Rejected {
-            error_type: envelope.error_type.unwrap_or_else(|| "unknown".into()),
-            error: envelope.error.unwrap_or_default(),
+            error_type: excerpt(envelope.error_type.as_deref().unwrap_or("unknown")),
+            error: excerpt(&envelope.error.unwrap_or_default()),
         });
     }
     if !(200..300).contains(&http_status) {
@@ -64,7 +64,7 @@ pub fn parse(http_status: u16, body: &[u8]) -> Result<Option<f64>, QueryError> {
     if envelope.status != "success" {
         return Err(QueryError::Malformed(format!(
             "unknown status {:?}",
-            envelope.status
+            excerpt(&envelope.status)
         )));
     }
     let data = envelope
@@ -73,7 +73,7 @@ pub fn parse(http_status: u16, body: &[u8]) -> Result<Option<f64>, QueryError> {
     match data.result_type.as_str() {
         "vector" => vector(&data.result),
         "scalar" => sample_value(&data.result).map(Some),
-        other => Err(QueryError::UnsupportedResult(other.to_string())),
+        other => Err(QueryError::UnsupportedResult(excerpt(other))),
     }
 }
 
@@ -106,14 +106,19 @@ fn sample_value(pair: &Value) -> Result<f64, QueryError> {
         .as_array()
         .and_then(|p| p.get(1))
         .and_then(Value::as_str)
-        .ok_or_else(|| QueryError::Malformed(format!("sample is not [time, \"value\"]: {pair}")))?;
+        .ok_or_else(|| {
+            QueryError::Malformed(format!(
+                "sample is not [time, \"value\"]: {}",
+                excerpt(&pair.to_string())
+            ))
+        })?;
     match text {
         "NaN" => Ok(f64::NAN),
         "+Inf" | "Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
-        _ => text
-            .parse()
-            .map_err(|_| QueryError::Malformed(format!("sample value {text:?} is not a number"))),
+        _ => text.parse().map_err(|_| {
+            QueryError::Malformed(format!("sample value {:?} is not a number", excerpt(text)))
+        }),
     }
 }
 
@@ -133,16 +138,13 @@ fn labels(metric: Option<&Value>) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    format!("{{{}}}", pairs.join(", "))
+    excerpt(&format!("{{{}}}", pairs.join(", ")))
 }
 
 fn quote(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(QUOTED_BODY) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_string(),
-    }
+    // A body larger than any excerpt is cut before it is decoded.
+    let head = &body[..body.len().min(4 * MAX_EXCERPT)];
+    excerpt(&String::from_utf8_lossy(head))
 }
 
 #[cfg(test)]
@@ -248,7 +250,34 @@ mod tests {
         let Err(QueryError::Http { body, .. }) = parse(500, long.as_bytes()) else {
             panic!("expected an HTTP error");
         };
-        assert_eq!(body.len(), QUOTED_BODY + 3);
+        assert_eq!(body.chars().count(), MAX_EXCERPT);
+    }
+
+    #[test]
+    fn what_the_answer_says_is_cut_and_cleaned() {
+        let error = format!("\x1b[2J{}\nsecond line", "e".repeat(5000));
+        let body = serde_json::json!({"status": "error", "errorType": "bad\rdata", "error": error});
+        let Err(QueryError::Rejected { error_type, error }) =
+            parse(400, body.to_string().as_bytes())
+        else {
+            panic!("expected a rejection");
+        };
+        assert_eq!(error_type, "bad data");
+        assert_eq!(error.chars().count(), MAX_EXCERPT);
+        assert!(!error.chars().any(char::is_control), "{error:?}");
+
+        let huge_label = "v".repeat(5000);
+        let series: Vec<String> = (0..3)
+            .map(|i| format!(r#"{{"metric":{{"l{i}":"{huge_label}\u0007"}},"value":[1,"1"]}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+            series.join(",")
+        );
+        let err = ok(&body).unwrap_err().to_string();
+        let listed = err.split("(series: ").nth(1).expect("series listed");
+        assert!(listed.chars().count() <= MAX_EXCERPT + 1, "{listed}");
+        assert!(!err.chars().any(char::is_control));
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod targets;
 mod workloads;
 
 pub use error::Error;
-pub use observe::observe_uncached;
+pub use observe::{observe_uncached, rollout_key};
 pub use priors::{PRIOR_ANNOTATION, PRIOR_FINALIZER, PRIORS_OF_LABEL, record_name};
 
 use std::collections::BTreeSet;

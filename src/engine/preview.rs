@@ -255,8 +255,6 @@ mod tests {
         let p = run(spec.clone(), w.clone());
         assert_eq!(p.invalid.unwrap().reason, "TargetNotPermitted");
 
-        let mut spec = spec;
-        spec["rings"][1]["namespaceSelector"]["matchLabels"]["ring"] = "none".into();
         spec["rings"][1]["namespaces"] = serde_json::json!(["cell-2"]);
         spec["rings"][1]
             .as_object_mut()

@@ -204,8 +204,8 @@ async fn get_and_history_follow_a_rollout_through_its_rollback() {
         )),
         "{tree}"
     );
-    assert!(tree.contains("ring one  Promoted   1/1 updated"), "{tree}");
-    assert!(tree.contains("ring two  Verifying  2/2 updated"), "{tree}");
+    assert!(tree.contains("ring one  Promoted    1/1 updated"), "{tree}");
+    assert!(tree.contains("ring two  Verifying   2/2 updated"), "{tree}");
     assert!(tree.contains("gate smoke  Pass"), "{tree}");
     assert!(
         !tree.contains('\x1b'),

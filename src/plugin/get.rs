@@ -100,7 +100,7 @@ fn ring_line(ring: &RingStatus, width: usize, now: Timestamp, style: Style) -> S
         None => String::new(),
     };
     format!(
-        "ring {:<width$}  {} {}/{} updated{}{}{}",
+        "ring {:<width$}  {}  {}/{} updated{}{}{}",
         style.bold(&ring.name),
         paint_ring(style, ring.phase),
         ring.updated,
@@ -212,8 +212,17 @@ pub fn tree(rollout: &ConfigRollout, now: Timestamp, style: Style) -> String {
             .started_at
             .as_ref()
             .map_or_else(String::new, |t| format!("started {}, ", ago(t, now)));
+        // status.rollback keeps the last one; once a revision moves on it is history.
+        let last = if matches!(
+            status.phase,
+            Some(Phase::RollingBack | Phase::RolledBack | Phase::Failed)
+        ) {
+            ""
+        } else {
+            "last "
+        };
         out.push(format!(
-            "  rollback of {}: {}  {started}{ended}",
+            "  {last}rollback of {}: {}  {started}{ended}",
             rollback.revision,
             style.red(&rollback.reason),
         ));
@@ -639,9 +648,9 @@ mod tests {
 platform/flags  revision bbbb  RollingBack  ring 2/2 early  health Failing
   Rolling back revision bbbb: gate error-rate failed in ring early.
   stable revision aaaa
-  ├─ ring canary  Promoted   1/1 updated  started 5m ago  healthy since 4m50s ago  promoted 3m20s ago
+  ├─ ring canary  Promoted    1/1 updated  started 5m ago  healthy since 4m50s ago  promoted 3m20s ago
   │  └─ gate error-rate  Pass  value 0.002  baseline -  threshold 0.007  failures 0/2  evaluated 3m20s ago
-  └─ ring early   Failed     2/2 updated  started 3m10s ago
+  └─ ring early   Failed      2/2 updated  started 3m10s ago
         duplicates (held by an earlier ring): c1
      └─ gate error-rate  Fail  value 0.08  baseline 0.002  threshold 0.007  failures 2/2  evaluated 5s ago
            0.08 > 0.007
@@ -653,6 +662,9 @@ platform/flags  revision bbbb  RollingBack  ring 2/2 early  health Failing
 ";
         assert_eq!(text, expected, "\n{text}");
         assert!(tree(&rolling_back(), now(), Style { color: true }).contains("\x1b[31mFail"));
+        let mut retried = rolling_back();
+        retried.status.as_mut().unwrap().phase = Some(Phase::Progressing);
+        assert!(tree(&retried, now(), PLAIN).contains("\n  last rollback of bbbb: GateFailed"));
     }
 
     #[test]

@@ -477,6 +477,22 @@ async fn many_rollouts(rollouts: usize, rows: &mut Vec<Row>) {
     }
     let wall = started.elapsed();
     let per_target = b.requests(seq, "configmaps") as f64 / cells as f64;
+    // Where the requests of many small rollouts go, per rollout.
+    let mut by_kind: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for q in b.emu.request_log().since(seq) {
+        if q.verb != "watch" {
+            *by_kind
+                .entry((q.verb.clone(), q.resource.clone()))
+                .or_default() += 1;
+        }
+    }
+    let breakdown: Vec<String> = by_kind
+        .iter()
+        .map(|((verb, resource), n)| {
+            format!("{verb} {resource} {:.1}", *n as f64 / rollouts as f64)
+        })
+        .collect();
+    println!("3: requests per rollout: {}", breakdown.join(", "));
     // Steady state: every watch dropped and re-listed every 5 s for a minute.
     let quiet = b.emu.request_log().last_seq();
     let reconciles = b.metric("ringfence_reconcile_duration_seconds_count").await;

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod gates;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod server;
 pub mod telemetry;
 pub mod validation;

@@ -7,6 +7,8 @@
 //! - `cargo ...` must be a line of `.ci/run`, which CI executes.
 //! - `helm ...` must install the chart under the release name and namespace
 //!   that the chart tests render and validate (`tests/support/chart.rs`).
+//! - `kubectl ringfence ...` in the plugin's transcripts must parse; what the
+//!   commands do is tested in `tests/kubectl_plugin.rs`.
 
 #[path = "support/tempdir.rs"]
 mod tempdir;
@@ -155,6 +157,27 @@ async fn kubectl_commands_work_against_the_example() {
         }
     }
     assert!(ran >= 5, "only {ran} kubectl commands in README.md");
+}
+
+/// The plugin's transcripts are shown in `text` blocks (their output comes from a demo
+/// run, not from the bare example): every command in them must still parse as written.
+#[test]
+fn every_plugin_command_in_the_readme_parses() {
+    use clap::Parser;
+    let mut parsed = 0;
+    for (_, body) in blocks(&read("README.md")) {
+        for line in body.lines() {
+            let Some(args) = line.strip_prefix("$ kubectl ringfence ") else {
+                continue;
+            };
+            let argv = std::iter::once("kubectl-ringfence").chain(args.split_whitespace());
+            if let Err(e) = ringfence::cli::kubectl::KubectlArgs::try_parse_from(argv) {
+                panic!("`{line}` from README.md does not parse:\n{e}");
+            }
+            parsed += 1;
+        }
+    }
+    assert!(parsed >= 8, "only {parsed} plugin commands in README.md");
 }
 
 #[test]

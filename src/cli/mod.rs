@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod demo;
 pub mod emulator;
+pub mod kubectl;
 pub mod validate;
 
 /// Staged configuration rollouts for Kubernetes: canary rings, health gates, exact rollback.
@@ -59,6 +60,8 @@ commands! {
     Demo(demo::DemoArgs),
     /// Serve an in-process Kubernetes API emulator on loopback, for kubectl and local runs.
     Emulator(emulator::EmulatorArgs),
+    /// The kubectl plugin's commands (`kubectl ringfence ...` when installed as kubectl-ringfence).
+    Kubectl(kubectl::KubectlArgs),
 }
 
 /// Writes `text` to stdout; a closed pipe (`ringfence crd | head`) is not an error.

@@ -27,6 +27,7 @@ mod workloads;
 
 pub use error::Error;
 pub use layout::LAYOUT_OF_LABEL;
+pub use observe::{observe_uncached, rollout_key};
 pub use priors::{PRIOR_ANNOTATION, PRIOR_FINALIZER, PRIORS_OF_LABEL, record_name};
 pub use revision_key::{REVISION_KEY_FIELD, RevisionKeySource, load_revision_key};
 

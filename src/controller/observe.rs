@@ -4,18 +4,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::core::{Selector, SelectorExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::ListParams;
+use kube::core::{ObjectMeta, Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 
 use super::context::Context;
 use super::error::Error;
 use super::priors::{PriorStore, Priors};
-use super::targets::ObservedTarget;
+use super::targets::{ObservedTarget, Snapshot};
 use super::workloads;
 use crate::api::{ConfigKind, ConfigRollout, ConfigRolloutStatus, ValidationRule};
-use crate::engine::{NamespaceInfo, ResolvedConfig, TargetState, World};
+use crate::engine::{NamespaceInfo, ResolvedConfig, RevisionKey, TargetState, World};
 use crate::validation::data::RULES_KEY;
 
 /// The world, plus the prior records the actions need.
@@ -36,7 +37,7 @@ pub fn rollout_key(rollout: &ConfigRollout) -> String {
 
 /// Resolves `spec.config`: inline data, or the source object's data.
 pub async fn resolve_config(
-    ctx: &Context,
+    client: &Client,
     rollout: &ConfigRollout,
 ) -> Result<Result<ResolvedConfig, String>, Error> {
     let config = &rollout.spec.config;
@@ -50,24 +51,21 @@ pub async fn resolve_config(
             data: data.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
         })),
         (None, Some(source), ConfigKind::ConfigMap) => {
-            let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
             let found = api
                 .get_opt(&source.name)
                 .await
                 .map_err(|e| Error::kube("read source ConfigMap", e))?;
             Ok(match found {
                 None => Err(format!("source ConfigMap {ns}/{} not found", source.name)),
-                Some(cm) => {
-                    let t = ObservedTarget::from_config_map(&cm, &ctx.settings.revision_key);
-                    Ok(ResolvedConfig {
-                        kind: ConfigKind::ConfigMap,
-                        data: t.snapshot.bytes(ConfigKind::ConfigMap),
-                    })
-                }
+                Some(cm) => Ok(ResolvedConfig {
+                    kind: ConfigKind::ConfigMap,
+                    data: Snapshot::of_config_map(&cm).bytes(ConfigKind::ConfigMap),
+                }),
             })
         }
         (None, Some(source), ConfigKind::Secret) => {
-            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
             let found = api.get_opt(&source.name).await.map_err(|e| Error::kube("read source Secret", e))?;
             Ok(match found {
                 None => Err(format!("source Secret {ns}/{} not found", source.name)),
@@ -84,14 +82,14 @@ pub async fn resolve_config(
 /// Reads the rules of `spec.config.validationRef`: a YAML list under [`RULES_KEY`] of a
 /// ConfigMap in the rollout's namespace. None when the rollout has no `validationRef`.
 pub async fn resolve_validation(
-    ctx: &Context,
+    client: &Client,
     rollout: &ConfigRollout,
 ) -> Result<Option<Result<Vec<ValidationRule>, String>>, Error> {
     let Some(reference) = &rollout.spec.config.validation_ref else {
         return Ok(None);
     };
     let ns = rollout.namespace().unwrap_or_default();
-    let found = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
+    let found = Api::<ConfigMap>::namespaced(client.clone(), &ns)
         .get_opt(&reference.name)
         .await
         .map_err(|e| Error::kube("read validation ConfigMap", e))?;
@@ -145,14 +143,18 @@ fn namespaces(ctx: &Context) -> Vec<NamespaceInfo> {
         .namespaces
         .state()
         .iter()
-        .map(|ns| NamespaceInfo {
-            name: ns.name_any(),
-            labels: ns.labels().clone(),
-            terminating: ns.metadata.deletion_timestamp.is_some(),
-        })
+        .map(|ns| namespace_info(&ns.metadata))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+fn namespace_info(meta: &ObjectMeta) -> NamespaceInfo {
+    NamespaceInfo {
+        name: meta.name.clone().unwrap_or_default(),
+        labels: meta.labels.clone().unwrap_or_default(),
+        terminating: meta.deletion_timestamp.is_some(),
+    }
 }
 
 /// Whether the rollout `namespace/name` exists.
@@ -164,7 +166,11 @@ async fn rollout_exists(ctx: &Context, key: &str) -> Result<bool, Error> {
     if watched {
         return Ok(ctx.rollouts.get(&ObjectRef::new(name).within(ns)).is_some());
     }
-    let api: Api<ConfigRollout> = Api::namespaced(ctx.client.clone(), ns);
+    rollout_exists_in_api(&ctx.client, ns, name).await
+}
+
+async fn rollout_exists_in_api(client: &Client, ns: &str, name: &str) -> Result<bool, Error> {
+    let api: Api<ConfigRollout> = Api::namespaced(client.clone(), ns);
     Ok(api
         .get_metadata_opt(name)
         .await
@@ -172,11 +178,95 @@ async fn rollout_exists(ctx: &Context, key: &str) -> Result<bool, Error> {
         .is_some())
 }
 
+/// What a new revision of `rollout` would start from, read from the API rather than
+/// from watch caches: a world without priors or gate results, and the current data of
+/// each existing target by namespace (for a diff; a Secret's is decoded bytes).
+pub async fn observe_uncached(
+    client: &Client,
+    rollout: &ConfigRollout,
+    revision_key: &RevisionKey,
+) -> Result<(World, BTreeMap<String, BTreeMap<String, Vec<u8>>>), Error> {
+    let key = rollout_key(rollout);
+    let config = resolve_config(client, rollout).await?;
+    let validation = resolve_validation(client, rollout).await?;
+    let mut namespaces: Vec<NamespaceInfo> = Api::<Namespace>::all(client.clone())
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube("list namespaces", e))?
+        .items
+        .iter()
+        .map(|ns| namespace_info(&ns.metadata))
+        .collect();
+    namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+    let candidates = candidate_namespaces(rollout, &ConfigRolloutStatus::default(), &namespaces);
+    let (kind, name) = (rollout.spec.config.kind, &rollout.spec.config.name);
+    // One list of the target's name across namespaces, whatever the number of rings.
+    let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+    let found: Vec<(String, ObservedTarget)> = match kind {
+        ConfigKind::ConfigMap => Api::<ConfigMap>::all(client.clone())
+            .list(&by_name)
+            .await
+            .map_err(|e| Error::kube("list targets", e))?
+            .items
+            .iter()
+            .map(|cm| {
+                (
+                    cm.namespace().unwrap_or_default(),
+                    ObservedTarget::from_config_map(cm, revision_key),
+                )
+            })
+            .collect(),
+        ConfigKind::Secret => Api::<Secret>::all(client.clone())
+            .list(&by_name)
+            .await
+            .map_err(|e| Error::kube("list targets", e))?
+            .items
+            .iter()
+            .map(|s| {
+                (
+                    s.namespace().unwrap_or_default(),
+                    ObservedTarget::from_secret(s, revision_key),
+                )
+            })
+            .collect(),
+    };
+    let mut targets = BTreeMap::new();
+    let mut contents = BTreeMap::new();
+    let mut claimed_by_others = BTreeMap::new();
+    for (ns, target) in found.into_iter().filter(|(ns, _)| candidates.contains(ns)) {
+        if let Some((other_ns, other)) = target
+            .rollout
+            .as_deref()
+            .filter(|o| *o != key)
+            .and_then(|o| o.split_once('/'))
+            && rollout_exists_in_api(client, other_ns, other).await?
+        {
+            claimed_by_others.insert(ns.clone(), format!("{other_ns}/{other}"));
+        }
+        targets.insert(ns.clone(), target.state());
+        contents.insert(ns, target.snapshot.bytes(kind));
+    }
+    let workloads = match &rollout.spec.workloads {
+        Some(w) => workloads::observe(client, &w.selector, &candidates).await?,
+        None => BTreeMap::new(),
+    };
+    let world = World {
+        config: Some(config),
+        validation,
+        namespaces,
+        targets,
+        workloads,
+        claimed_by_others,
+        ..World::default()
+    };
+    Ok((world, contents))
+}
+
 /// Everything the engine needs, except gate results.
 pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed, Error> {
     let key = rollout_key(rollout);
-    let config = resolve_config(ctx, rollout).await?;
-    let validation = resolve_validation(ctx, rollout).await?;
+    let config = resolve_config(&ctx.client, rollout).await?;
+    let validation = resolve_validation(&ctx.client, rollout).await?;
     let namespaces = namespaces(ctx);
     let (status, layout_missing) = read_layout(ctx, rollout).await?;
     let candidates = candidate_namespaces(rollout, &status, &namespaces);

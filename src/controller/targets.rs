@@ -70,6 +70,19 @@ impl Snapshot {
         out
     }
 
+    /// A ConfigMap's data and binary data.
+    pub fn of_config_map(cm: &ConfigMap) -> Self {
+        Self {
+            data: cm.data.clone().unwrap_or_default(),
+            binary_data: cm
+                .binary_data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), B64.encode(&v.0)))
+                .collect(),
+        }
+    }
+
     /// Key to raw bytes, as the engine hashes it. Undecodable base64 is hashed as its text.
     pub fn bytes(&self, kind: ConfigKind) -> BTreeMap<String, Vec<u8>> {
         let decode = |v: &String| B64.decode(v).unwrap_or_else(|_| v.clone().into_bytes());
@@ -145,15 +158,7 @@ impl ObservedTarget {
     }
 
     pub fn from_config_map(cm: &ConfigMap, key: &RevisionKey) -> Self {
-        let snapshot = Snapshot {
-            data: cm.data.clone().unwrap_or_default(),
-            binary_data: cm
-                .binary_data
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), B64.encode(&v.0)))
-                .collect(),
-        };
+        let snapshot = Snapshot::of_config_map(cm);
         Self::from_parts(ConfigKind::ConfigMap, &cm.metadata, snapshot, key)
     }
 

@@ -15,7 +15,7 @@ use super::gates::{
 use super::layout;
 use super::message::{self, LIST_LIMIT, Observed, bounded_list, drift_list};
 use super::model::TargetState;
-use super::model::{Action, Decision, EventNote, EventType, GatePurpose, Inputs};
+use super::model::{Action, Decision, EventNote, EventType, GatePurpose, Inputs, Request};
 use super::rings::{ResolvedRing, alive_namespaces, check_permitted, check_unclaimed, resolve};
 use super::rollback::{holds_prior, restamp_actions, restore_order};
 use super::validate::last_valid_spec;
@@ -62,14 +62,6 @@ pub fn decide(inputs: &Inputs) -> Decision {
     step.invalid = Some(invalid);
     step.run_held();
     step.finish()
-}
-
-/// The manual requests, by annotation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Request {
-    Promote,
-    Abort,
-    Retry,
 }
 
 /// One decision being built: the new status, the actions and events.
@@ -221,14 +213,15 @@ impl<'a> Step<'a> {
 
     /// The id of a request not acted on yet.
     fn pending_request(&self, request: Request) -> Option<String> {
-        let requests = &self.inputs.rollout.requests;
-        let handled = self.status.handled_requests.as_ref();
-        let (asked, done) = match request {
-            Request::Promote => (&requests.promote, handled.and_then(|h| h.promote.as_ref())),
-            Request::Abort => (&requests.abort, handled.and_then(|h| h.abort.as_ref())),
-            Request::Retry => (&requests.retry, handled.and_then(|h| h.retry.as_ref())),
-        };
-        asked.as_ref().filter(|id| Some(*id) != done).cloned()
+        let done = self
+            .status
+            .handled_requests
+            .as_ref()
+            .and_then(|h| request.handled(h));
+        request
+            .asked(&self.inputs.rollout.requests)
+            .filter(|id| Some(*id) != done)
+            .map(str::to_string)
     }
 
     fn mark_handled(&mut self, request: Request, id: String) {
@@ -247,19 +240,8 @@ impl<'a> Step<'a> {
     /// annotation never fires later by surprise. Requests that only wait (a
     /// retry during a rollback, anything while paused) stay pending.
     fn drop_meaningless_requests(&mut self, phase: Option<Phase>) {
-        let meaningless = |request: Request| match request {
-            Request::Promote => !matches!(phase, Some(Phase::Progressing) | Some(Phase::Paused)),
-            Request::Abort => !matches!(
-                phase,
-                Some(Phase::Progressing) | Some(Phase::Paused) | Some(Phase::Failed)
-            ),
-            Request::Retry => matches!(
-                phase,
-                None | Some(Phase::Pending) | Some(Phase::Progressing) | Some(Phase::Succeeded)
-            ),
-        };
-        for request in [Request::Promote, Request::Abort, Request::Retry] {
-            if meaningless(request)
+        for request in Request::ALL {
+            if request.means_nothing_in(phase)
                 && let Some(id) = self.pending_request(request)
             {
                 self.mark_handled(request, id);

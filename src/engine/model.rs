@@ -11,7 +11,8 @@ use k8s_openapi::jiff::Timestamp;
 use super::address::AddressPolicy;
 use super::revision::RevisionKey;
 use crate::api::{
-    ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, Gate, ValidationRule, Verdict,
+    ABORT_ANNOTATION, ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, Gate, HandledRequests,
+    PROMOTE_ANNOTATION, Phase, RETRY_ANNOTATION, ValidationRule, Verdict,
 };
 
 /// Everything `decide` looks at.
@@ -41,6 +42,62 @@ pub struct Requests {
     pub promote: Option<String>,
     pub abort: Option<String>,
     pub retry: Option<String>,
+}
+
+/// The manual requests, by annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    Promote,
+    Abort,
+    Retry,
+}
+
+impl Request {
+    pub const ALL: [Request; 3] = [Request::Promote, Request::Abort, Request::Retry];
+
+    /// The annotation whose value asks for this request.
+    pub fn annotation(self) -> &'static str {
+        match self {
+            Request::Promote => PROMOTE_ANNOTATION,
+            Request::Abort => ABORT_ANNOTATION,
+            Request::Retry => RETRY_ANNOTATION,
+        }
+    }
+
+    /// Whether the request means nothing in `phase`: such a request is recorded as
+    /// handled and dropped, never acted on later. Requests that only wait (a retry
+    /// during a rollback, a promote while paused) mean something.
+    pub fn means_nothing_in(self, phase: Option<Phase>) -> bool {
+        match self {
+            Request::Promote => !matches!(phase, Some(Phase::Progressing) | Some(Phase::Paused)),
+            Request::Abort => !matches!(
+                phase,
+                Some(Phase::Progressing) | Some(Phase::Paused) | Some(Phase::Failed)
+            ),
+            Request::Retry => matches!(
+                phase,
+                None | Some(Phase::Pending) | Some(Phase::Progressing) | Some(Phase::Succeeded)
+            ),
+        }
+    }
+
+    /// The id this request carries in `requests`.
+    pub fn asked(self, requests: &Requests) -> Option<&str> {
+        match self {
+            Request::Promote => requests.promote.as_deref(),
+            Request::Abort => requests.abort.as_deref(),
+            Request::Retry => requests.retry.as_deref(),
+        }
+    }
+
+    /// The id of the last such request acted on, as `status.handledRequests` records it.
+    pub fn handled(self, handled: &HandledRequests) -> Option<&str> {
+        match self {
+            Request::Promote => handled.promote.as_deref(),
+            Request::Abort => handled.abort.as_deref(),
+            Request::Retry => handled.retry.as_deref(),
+        }
+    }
 }
 
 /// Operator-wide configuration.

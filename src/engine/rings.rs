@@ -16,6 +16,10 @@ pub(crate) struct ResolvedRing {
     pub targets: Vec<String>,
     /// Namespaces this ring selected that an earlier ring already holds.
     pub duplicates: Vec<String>,
+    /// Selected namespaces being deleted: never targets.
+    pub terminating: Vec<String>,
+    /// Listed namespaces that do not exist.
+    pub missing: Vec<String>,
 }
 
 impl ResolvedRing {
@@ -24,6 +28,8 @@ impl ResolvedRing {
             name: ring.name.clone(),
             targets: ring.targets.clone(),
             duplicates: ring.duplicates.clone(),
+            terminating: Vec::new(),
+            missing: Vec::new(),
         }
     }
 }
@@ -37,12 +43,45 @@ pub(crate) fn resolve(
     spec: &ConfigRolloutSpec,
     namespaces: &[NamespaceInfo],
 ) -> Result<Vec<ResolvedRing>, Invalid> {
+    let rings = select(spec, namespaces)?;
+    let missing: Vec<&str> = rings
+        .iter()
+        .flat_map(|r| &r.missing)
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Invalid::new(
+            "NamespaceNotFound",
+            format!("listed namespaces do not exist: {}", missing.join(", ")),
+        ));
+    }
+    if let Some(empty) = rings.iter().find(|r| r.targets.is_empty()) {
+        let message = if empty.duplicates.is_empty() {
+            format!("ring {} selects no namespace", empty.name)
+        } else {
+            format!(
+                "ring {} has no target: every namespace it selects belongs to an earlier ring ({})",
+                empty.name,
+                empty.duplicates.join(", ")
+            )
+        };
+        return Err(Invalid::new("NoTargets", message));
+    }
+    Ok(rings)
+}
+
+/// What each ring selects, with what it cannot target and why; only a malformed
+/// selector is an error here.
+pub(crate) fn select(
+    spec: &ConfigRolloutSpec,
+    namespaces: &[NamespaceInfo],
+) -> Result<Vec<ResolvedRing>, Invalid> {
     let by_name: BTreeMap<&str, &NamespaceInfo> =
         namespaces.iter().map(|ns| (ns.name.as_str(), ns)).collect();
     let mut taken: BTreeSet<String> = BTreeSet::new();
-    let mut missing: Vec<String> = Vec::new();
     let mut rings = Vec::with_capacity(spec.rings.len());
     for ring in &spec.rings {
+        let mut missing = Vec::new();
         let selected: Vec<&NamespaceInfo> = if let Some(list) = &ring.namespaces {
             let mut seen = BTreeSet::new();
             let mut out = Vec::new();
@@ -71,8 +110,11 @@ pub(crate) fn resolve(
         };
         let mut targets = Vec::new();
         let mut duplicates = Vec::new();
-        for ns in selected.into_iter().filter(|ns| !ns.terminating) {
-            if taken.contains(&ns.name) {
+        let mut terminating = Vec::new();
+        for ns in selected {
+            if ns.terminating {
+                terminating.push(ns.name.clone());
+            } else if taken.contains(&ns.name) {
                 duplicates.push(ns.name.clone());
             } else {
                 taken.insert(ns.name.clone());
@@ -83,25 +125,9 @@ pub(crate) fn resolve(
             name: ring.name.clone(),
             targets,
             duplicates,
+            terminating,
+            missing,
         });
-    }
-    if !missing.is_empty() {
-        return Err(Invalid::new(
-            "NamespaceNotFound",
-            format!("listed namespaces do not exist: {}", missing.join(", ")),
-        ));
-    }
-    if let Some(empty) = rings.iter().find(|r| r.targets.is_empty()) {
-        let message = if empty.duplicates.is_empty() {
-            format!("ring {} selects no namespace", empty.name)
-        } else {
-            format!(
-                "ring {} has no target: every namespace it selects belongs to an earlier ring ({})",
-                empty.name,
-                empty.duplicates.join(", ")
-            )
-        };
-        return Err(Invalid::new("NoTargets", message));
     }
     Ok(rings)
 }
@@ -186,11 +212,10 @@ pub(crate) fn check_permitted(
     let denied: Vec<&str> = rings
         .iter()
         .flat_map(|r| r.targets.iter())
-        .filter(|target| target.as_str() != rollout_namespace)
         .filter(|target| {
-            by_name.get(target.as_str()).is_some_and(|ns| {
-                ns.labels.get(ALLOW_FROM_LABEL).map(String::as_str) != Some(rollout_namespace)
-            })
+            by_name
+                .get(target.as_str())
+                .is_some_and(|ns| !permitted(ns, rollout_namespace, settings))
         })
         .map(String::as_str)
         .collect();
@@ -204,6 +229,13 @@ pub(crate) fn check_permitted(
             denied.join(", ")
         ),
     ))
+}
+
+/// Whether a rollout in `rollout_namespace` may write into `ns`.
+pub(crate) fn permitted(ns: &NamespaceInfo, rollout_namespace: &str, settings: &Settings) -> bool {
+    settings.trusted_namespaces.contains(rollout_namespace)
+        || ns.name == rollout_namespace
+        || ns.labels.get(ALLOW_FROM_LABEL).map(String::as_str) == Some(rollout_namespace)
 }
 
 /// Targets another ConfigRollout already manages are never taken over.
@@ -352,6 +384,8 @@ mod tests {
             name: "r".into(),
             targets: vec!["platform".into(), "cell-a".into(), "cell-b".into()],
             duplicates: vec![],
+            terminating: vec![],
+            missing: vec![],
         }];
         let namespaces = vec![
             ns("platform"),

@@ -205,7 +205,7 @@ impl Operator {
         let ready = self.readiness.clone();
         let (s1, s2, s3) = (store.clone(), ctx.namespaces.clone(), ctx.cache.clone());
         tokio::spawn(async move {
-            if s1.wait_until_ready().await.is_ok() && s2.wait_until_ready().await.is_ok() {
+            if store_ready(&s1).await && store_ready(&s2).await {
                 s3.wait_until_ready().await;
                 ready.set_ready();
                 tracing::info!("caches synced, ready");
@@ -298,25 +298,32 @@ impl Operator {
     }
 }
 
+/// Resolves once `store` has listed, or false if its writer is gone. A kube store's
+/// `wait_until_ready` begun before its watch has started is not always woken when it
+/// becomes ready, so the wait is begun afresh every few milliseconds.
+pub(crate) async fn store_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(STORE_READY_POLL, store.wait_until_ready()).await {
+            Ok(ready) => return ready.is_ok(),
+            Err(_) => continue,
+        }
+    }
+}
+
+const STORE_READY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How often records of deleted rollouts are looked for (and once the caches synced).
 const ORPHAN_SWEEP: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Deleting a ConfigRollout leaves its targets as they are; its prior records, protected by
 /// a finalizer, are let go here.
 async fn release_orphans(ctx: Arc<context::Context>) {
-    // Ask for readiness afresh each second: a wait begun before the rollout watch started
-    // is not always woken when it becomes ready.
-    loop {
-        let ready = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            ctx.rollouts.wait_until_ready(),
-        )
-        .await;
-        match ready {
-            Ok(Ok(())) => break,
-            Ok(Err(_)) => return,
-            Err(_) => {}
-        }
+    if !store_ready(&ctx.rollouts).await {
+        return;
     }
     loop {
         if ctx.leads() {
@@ -622,6 +629,29 @@ mod tests {
         assert_eq!(by_workload(&store, &Layouts::default(), &web).len(), 1);
         let elsewhere = meta("cell-9", "web", json!({"app": "web"}), json!({}));
         assert!(by_workload(&store, &Layouts::default(), &elsewhere).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_store_wait_begun_before_the_list_resolves_once_it_is_listed() {
+        let (store, mut writer) = reflector::store::<DeserializeGuard<ConfigRollout>>();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store_ready(&store).await }
+        });
+        tokio::task::yield_now().await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let ready = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(matches!(ready, Ok(Ok(true))), "{ready:?}");
+
+        let (store, writer) = reflector::store::<DeserializeGuard<ConfigRollout>>();
+        drop(writer);
+        let gone = tokio::time::timeout(Duration::from_secs(5), store_ready(&store)).await;
+        assert_eq!(
+            gone.ok(),
+            Some(false),
+            "a store whose writer is gone never lists"
+        );
     }
 
     #[tokio::test]

@@ -110,12 +110,10 @@ async fn reconcile_rollout(
     }
     // An empty namespace cache would look like every target namespace is gone.
     let synced = async {
-        ctx.namespaces.wait_until_ready().await.is_ok()
-            && ctx.rollouts.wait_until_ready().await.is_ok()
-            && {
-                ctx.cache.wait_until_ready().await;
-                true
-            }
+        super::store_ready(&ctx.namespaces).await && super::store_ready(&ctx.rollouts).await && {
+            ctx.cache.wait_until_ready().await;
+            true
+        }
     };
     if !tokio::time::timeout(CACHE_SYNC_WAIT, synced)
         .await

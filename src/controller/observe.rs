@@ -12,7 +12,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::context::Context;
 use super::error::Error;
-use super::priors::{PriorStore, Priors};
+use super::priors::{PriorStore, Priors, RecordMeta};
 use super::targets::{ObservedTarget, Snapshot};
 use super::workloads;
 use crate::api::{ConfigKind, ConfigRollout, ConfigRolloutStatus, ValidationRule};
@@ -138,11 +138,42 @@ pub fn candidate_namespaces(
     out
 }
 
-fn namespaces(ctx: &Context) -> Vec<NamespaceInfo> {
+/// The namespaces this rollout can concern: those its rings list or select, those its
+/// layout holds and those it holds records in. Only these are copied out of the cache,
+/// so a reconcile does not cost a copy of every namespace in a large cluster.
+fn namespaces(
+    ctx: &Context,
+    rollout: &ConfigRollout,
+    status: &ConfigRolloutStatus,
+    recorded: &BTreeMap<String, RecordMeta>,
+) -> Vec<NamespaceInfo> {
+    let selectors: Vec<Selector> = rollout
+        .spec
+        .rings
+        .iter()
+        .filter_map(|r| r.namespace_selector.clone())
+        .filter_map(|s| Selector::try_from(s).ok())
+        .collect();
+    let named: BTreeSet<&str> = rollout
+        .spec
+        .rings
+        .iter()
+        .flat_map(|r| r.namespaces.iter().flatten())
+        .chain(status.rings.iter().flat_map(|r| &r.targets))
+        .chain(recorded.keys())
+        .map(String::as_str)
+        .collect();
     let mut out: Vec<NamespaceInfo> = ctx
         .namespaces
         .state()
         .iter()
+        .filter(|ns| {
+            ns.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| named.contains(n))
+                || selectors.iter().any(|s| s.matches(ns.labels()))
+        })
         .map(|ns| namespace_info(&ns.metadata))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -267,9 +298,7 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
     let key = rollout_key(rollout);
     let config = resolve_config(&ctx.client, rollout).await?;
     let validation = resolve_validation(&ctx.client, rollout).await?;
-    let namespaces = namespaces(ctx);
     let (status, layout_missing) = read_layout(ctx, rollout).await?;
-    let candidates = candidate_namespaces(rollout, &status, &namespaces);
     let uid = rollout.uid().unwrap_or_default();
     let priors = PriorStore::new(
         ctx.client.clone(),
@@ -278,6 +307,8 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
         ctx.settings.revision_key.clone(),
     )?
     .priors(ctx.cache.records(&uid));
+    let namespaces = namespaces(ctx, rollout, &status, &priors.current);
+    let candidates = candidate_namespaces(rollout, &status, &namespaces);
     let mut unreadable_priors = priors.unreadable.clone();
     for (ns, (version, why)) in ctx.unreadable_priors(&uid) {
         let same = priors

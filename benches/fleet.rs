@@ -493,6 +493,12 @@ async fn many_rollouts(rollouts: usize, rows: &mut Vec<Row>) {
         })
         .collect();
     println!("3: requests per rollout: {}", breakdown.join(", "));
+    println!(
+        "3: {} reconciles taking {:.1}s in all, {} failed",
+        b.metric("ringfence_reconcile_duration_seconds_count").await,
+        b.metric("ringfence_reconcile_duration_seconds_sum").await,
+        b.metric("ringfence_reconcile_errors_total").await
+    );
     // Steady state: every watch dropped and re-listed every 5 s for a minute.
     let quiet = b.emu.request_log().last_seq();
     let reconciles = b.metric("ringfence_reconcile_duration_seconds_count").await;

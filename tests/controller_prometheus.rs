@@ -50,13 +50,13 @@ struct Env {
 }
 
 /// An exporter serving `cells` at the normal error rate, a Prometheus that has averaged
-/// them over a baseline window already, and a running controller; None when skipped.
-async fn start(cells: &[String]) -> Option<Env> {
+/// them over a baseline window already, and a running controller.
+async fn start(cells: &[String]) -> Env {
     let exporter = Exporter::start().await;
     for cell in cells {
         exporter.set_error_rate(cell, NORMAL);
     }
-    let prometheus = PrometheusServer::start(&[exporter.addr()]).await?;
+    let prometheus = PrometheusServer::start(&[exporter.addr()]).await;
     // `before` baselines average the query over `baselineWindow`: wait until that has data.
     let averaged = format!("avg_over_time(({})[10s:1s])", ratio_of(cells));
     prometheus
@@ -70,11 +70,11 @@ async fn start(cells: &[String]) -> Option<Env> {
             .await;
     }
     cluster.start_controller().await;
-    Some(Env {
+    Env {
         cluster,
         exporter: Arc::new(exporter),
         prometheus,
-    })
+    }
 }
 
 impl Env {
@@ -194,9 +194,7 @@ async fn assert_restored(c: &Cluster, priors: &BTreeMap<String, Option<BTreeMap<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flat_error_rate_promotes_every_ring() {
-    let Some(env) = start(&all_cells()).await else {
-        return;
-    };
+    let env = start(&all_cells()).await;
     let c = &env.cluster;
     priors(c).await;
     let thresholds = Thresholds {
@@ -257,9 +255,7 @@ fn regress_on_load(env: &Env, cells: &'static [&'static str], rate: f64) -> Back
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_that_regresses_on_the_new_revision_rolls_everything_back() {
     const REGRESSED: f64 = 0.2;
-    let Some(env) = start(&all_cells()).await else {
-        return;
-    };
+    let env = start(&all_cells()).await;
     let c = &env.cluster;
     let priors = priors(c).await;
     let _regression = regress_on_load(&env, RINGS[1], REGRESSED);
@@ -312,9 +308,9 @@ async fn a_ring_that_regresses_on_the_new_revision_rolls_everything_back() {
 }
 
 /// A rise of every namespace's error rate while ring 1 verifies: only the baseline rule decides.
-async fn global_rise(compare_to: &'static str) -> Option<ConfigRollout> {
+async fn global_rise(compare_to: &'static str) -> ConfigRollout {
     const INCIDENT: f64 = 0.1;
-    let env = start(&all_cells()).await?;
+    let env = start(&all_cells()).await;
     let c = &env.cluster;
     let priors = priors(c).await;
     let thresholds = Thresholds {
@@ -340,14 +336,12 @@ async fn global_rise(compare_to: &'static str) -> Option<ConfigRollout> {
     if phase(&r) == "RolledBack" {
         assert_restored(c, &priors).await;
     }
-    Some(r)
+    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_incident_is_not_blamed_on_the_change_when_comparing_to_unchanged_cells() {
-    let Some(r) = global_rise("unchanged").await else {
-        return;
-    };
+    let r = global_rise("unchanged").await;
     assert_eq!(
         phase(&r),
         "Succeeded",
@@ -377,9 +371,7 @@ async fn a_global_incident_is_not_blamed_on_the_change_when_comparing_to_unchang
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_incident_rolls_back_when_comparing_to_before() {
-    let Some(r) = global_rise("before").await else {
-        return;
-    };
+    let r = global_rise("before").await;
     assert_eq!(
         phase(&r),
         "RolledBack",
@@ -414,9 +406,7 @@ async fn detection_time_from_regression_to_restored_ring() {
     let cells: Vec<[String; 2]> = (0..runs)
         .map(|run| [format!("detect-{run}-a"), format!("detect-{run}-b")])
         .collect();
-    let Some(env) = start(&cells.concat()).await else {
-        return;
-    };
+    let env = start(&cells.concat()).await;
     let c = &env.cluster;
     let thresholds = Thresholds {
         max: None,

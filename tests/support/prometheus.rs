@@ -1,20 +1,16 @@
 //! A real Prometheus server per test: Debian's `prometheus` binary with a
 //! temporary config and data directory, scraping every second.
 //!
-//! When the binary is missing, [`PrometheusServer::start`] returns None and
-//! says so loudly on stderr, unless `RINGFENCE_REQUIRE_PROMETHEUS` is set (as
-//! in CI), in which case it panics.
+//! When the binary is missing, [`PrometheusServer::start`] fails the test with
+//! the command that installs it: a test that did not run never passes.
 
 use std::fmt::{Display, Write as _};
-use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::tempdir::{self, TempDir};
-
-pub const REQUIRE_ENV: &str = "RINGFENCE_REQUIRE_PROMETHEUS";
 
 /// Generous, because the test machines are small and shared.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -31,19 +27,11 @@ pub struct PrometheusServer {
 impl PrometheusServer {
     /// Starts Prometheus scraping `scrape_targets` (`host:port`, path `/metrics`)
     /// every second, and waits until it is ready.
-    pub async fn start<T: Display>(scrape_targets: &[T]) -> Option<Self> {
+    pub async fn start<T: Display>(scrape_targets: &[T]) -> Self {
         let Some(binary) = find_binary() else {
-            if std::env::var_os(REQUIRE_ENV).is_some() {
-                panic!(
-                    "{REQUIRE_ENV} is set but no `prometheus` binary is on PATH; install it with `apt-get install -y prometheus`"
-                );
-            }
-            // Written to the stream directly: libtest captures `eprintln!` of passing tests.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: prometheus binary not found on PATH; this test did not run. Install it with `apt-get install -y prometheus` (set {REQUIRE_ENV}=1 to make this an error)."
+            panic!(
+                "no `prometheus` binary is on PATH, so this test cannot run; install it with `apt-get install -y prometheus`"
             );
-            return None;
         };
         super::background::arm_watchdog();
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -85,7 +73,7 @@ impl PrometheusServer {
                 client: client.clone(),
             };
             if server.wait_ready().await {
-                return Some(server);
+                return server;
             }
             last_log = server.log_tail();
         }

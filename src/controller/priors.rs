@@ -23,7 +23,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::{StreamExt, stream};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -35,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::cache::Cache;
 use super::error::{Error, api_code};
-use super::targets::{ObservedTarget, Snapshot, fetch_target};
+use super::targets::{ObservedTarget, Snapshot, fetch_target, for_each_namespace};
 use crate::api::{ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, ROLLOUT_ANNOTATION};
 use crate::engine::{PriorRecord, RevisionKey};
 
@@ -259,18 +258,10 @@ impl PriorStore {
         namespaces: &[String],
         priors: &Priors,
     ) -> Vec<(String, RecordError)> {
-        let results: Vec<(String, Result<(), RecordError>)> =
-            stream::iter(namespaces.iter().cloned().map(|ns| async move {
-                let result = self.record_one(&ns, priors).await;
-                (ns, result)
-            }))
-            .buffer_unordered(PARALLELISM)
-            .collect()
-            .await;
-        results
-            .into_iter()
-            .filter_map(|(ns, r)| r.err().map(|e| (ns, e)))
-            .collect()
+        for_each_namespace(namespaces, PARALLELISM, |ns| async move {
+            self.record_one(&ns, priors).await
+        })
+        .await
     }
 
     /// Records that the priors of `namespaces` are lost (a retry accepted it): each record
@@ -286,26 +277,18 @@ impl PriorStore {
             ..PriorMeta::default()
         };
         let lost = &lost;
-        let results: Vec<(String, Result<(), RecordError>)> =
-            stream::iter(namespaces.iter().cloned().map(|ns| async move {
-                let rv = priors.versions.get(&ns).cloned().flatten();
-                let result = match self.put(&ns, lost, &Snapshot::default(), rv.clone()).await {
-                    Err(RecordError::Api(Error::Kube { source, .. }))
-                        if rv.is_none() && api_code(&source) == Some(409) =>
-                    {
-                        self.take_over(&ns, lost, &Snapshot::default()).await
-                    }
-                    other => other,
-                };
-                (ns, result)
-            }))
-            .buffer_unordered(PARALLELISM)
-            .collect()
-            .await;
-        results
-            .into_iter()
-            .filter_map(|(ns, r)| r.err().map(|e| (ns, e)))
-            .collect()
+        for_each_namespace(namespaces, PARALLELISM, |ns| async move {
+            let rv = priors.versions.get(&ns).cloned().flatten();
+            match self.put(&ns, lost, &Snapshot::default(), rv.clone()).await {
+                Err(RecordError::Api(Error::Kube { source, .. }))
+                    if rv.is_none() && api_code(&source) == Some(409) =>
+                {
+                    self.take_over(&ns, lost, &Snapshot::default()).await
+                }
+                other => other,
+            }
+        })
+        .await
     }
 
     async fn record_one(&self, ns: &str, priors: &Priors) -> Result<(), RecordError> {

@@ -259,32 +259,12 @@ async fn apply_actions(
                         .filter(|ns| !failed.contains(ns.as_str()))
                         .cloned(),
                 );
-                if !failures.is_empty() {
-                    let failures: Vec<(String, Error)> = failures
-                        .into_iter()
-                        .map(|(ns, e)| (ns, record_error(e)))
-                        .collect();
-                    return Err(actions_failed(
-                        "record prior content",
-                        namespaces.len(),
-                        failures,
-                    ));
-                }
+                records_failed("record prior content", namespaces.len(), failures)?;
                 tracing::info!(targets = namespaces.len(), "recorded prior contents");
             }
             EngineAction::RecordLostPriors { namespaces } => {
                 let failures = store.record_lost(namespaces, &observed.priors).await;
-                if !failures.is_empty() {
-                    let failures: Vec<(String, Error)> = failures
-                        .into_iter()
-                        .map(|(ns, e)| (ns, record_error(e)))
-                        .collect();
-                    return Err(actions_failed(
-                        "record lost prior content",
-                        namespaces.len(),
-                        failures,
-                    ));
-                }
+                records_failed("record lost prior content", namespaces.len(), failures)?;
                 recorded.extend(namespaces.iter().cloned());
                 tracing::warn!(
                     targets = namespaces.len(),
@@ -381,6 +361,22 @@ async fn store_layout(
             category: e.category(),
         }),
     }
+}
+
+/// Recording failures of one action, as one error the status reports.
+fn records_failed(
+    what: &str,
+    of: usize,
+    failures: Vec<(String, RecordError)>,
+) -> Result<(), Error> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let failures = failures
+        .into_iter()
+        .map(|(ns, e)| (ns, record_error(e)))
+        .collect();
+    Err(actions_failed(what, of, failures))
 }
 
 fn record_error(e: RecordError) -> Error {

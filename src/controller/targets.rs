@@ -522,15 +522,28 @@ impl TargetWriter {
         F: Fn(String) -> Fut + 'a,
         Fut: Future<Output = Result<(), Error>> + 'a,
     {
-        stream::iter(namespaces.iter().cloned().map(|ns| {
-            let done = op(ns.clone());
-            async move { (ns, done.await) }
-        }))
-        .buffer_unordered(self.parallelism)
-        .filter_map(|(ns, r)| async move { r.err().map(|e| (ns, e)) })
-        .collect()
-        .await
+        for_each_namespace(namespaces, self.parallelism, op).await
     }
+}
+
+/// Runs `op` for every namespace, `parallelism` at a time; returns the failures by namespace.
+pub async fn for_each_namespace<F, Fut, E>(
+    namespaces: &[String],
+    parallelism: usize,
+    op: F,
+) -> Vec<(String, E)>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    stream::iter(namespaces.iter().cloned().map(|ns| {
+        let done = op(ns.clone());
+        async move { (ns, done.await) }
+    }))
+    .buffer_unordered(parallelism)
+    .filter_map(|(ns, r)| async move { r.err().map(|e| (ns, e)) })
+    .collect()
+    .await
 }
 
 /// Reads a target whole, with its resourceVersion: None when it does not exist.

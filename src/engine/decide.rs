@@ -273,18 +273,8 @@ impl<'a> Step<'a> {
             )?;
             check_unclaimed(&recorded, &self.inputs.world.claimed_by_others)?;
         }
-        if let Some(id) = self.pending_request(Request::Abort)
-            && matches!(
-                phase,
-                Some(Phase::Progressing) | Some(Phase::Paused) | Some(Phase::Failed)
-            )
-        {
-            // Abort is the one request a pause does not hold: restoring is the safe direction.
-            self.mark_handled(Request::Abort, id.clone());
-            let gates = active_ring(&self.status)
-                .map(|(_, r)| r.gates.clone())
-                .unwrap_or_default();
-            self.begin_rollback("Aborted", format!("abort requested ({id})"), gates);
+        // Abort is the one request a pause does not hold: restoring is the safe direction.
+        if self.abort_if_requested(phase) {
             return Ok(());
         }
         if self.inputs.spec.paused {
@@ -338,6 +328,25 @@ impl<'a> Step<'a> {
         Ok(())
     }
 
+    /// Begins the rollback a pending abort asks for, where one means something.
+    fn abort_if_requested(&mut self, phase: Option<Phase>) -> bool {
+        let Some(id) = self.pending_request(Request::Abort) else {
+            return false;
+        };
+        if !matches!(
+            phase,
+            Some(Phase::Progressing) | Some(Phase::Paused) | Some(Phase::Failed)
+        ) {
+            return false;
+        }
+        self.mark_handled(Request::Abort, id.clone());
+        let gates = active_ring(&self.status)
+            .map(|(_, r)| r.gates.clone())
+            .unwrap_or_default();
+        self.begin_rollback("Aborted", format!("abort requested ({id})"), gates);
+        true
+    }
+
     /// A revision in flight under an invalid spec: restores go on, an abort or a
     /// failing gate rolls back, and nothing else is written.
     fn run_held(&mut self) {
@@ -347,17 +356,7 @@ impl<'a> Step<'a> {
             self.roll_back();
             return;
         }
-        if let Some(id) = self.pending_request(Request::Abort)
-            && matches!(
-                phase,
-                Some(Phase::Progressing) | Some(Phase::Paused) | Some(Phase::Failed)
-            )
-        {
-            self.mark_handled(Request::Abort, id.clone());
-            let gates = active_ring(&self.status)
-                .map(|(_, r)| r.gates.clone())
-                .unwrap_or_default();
-            self.begin_rollback("Aborted", format!("abort requested ({id})"), gates);
+        if self.abort_if_requested(phase) {
             return;
         }
         if phase != Some(Phase::Progressing) || self.layout_missing().is_some() {

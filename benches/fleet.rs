@@ -30,8 +30,8 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
+use kube_emulator::{Emulator, EmulatorHandle};
 use ringfence::api::ConfigRollout;
-use ringfence::emulator::{Emulator, EmulatorHandle};
 use serde_json::{Value, json};
 
 const IN_FLIGHT: usize = 16;

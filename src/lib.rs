@@ -4,7 +4,6 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod demo;
-pub mod emulator;
 pub mod engine;
 pub mod gates;
 pub mod leader;

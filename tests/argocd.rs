@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use kube_emulator::RequestMatch;
 use ringfence::api::{ConfigRollout, RingPhase};
-use ringfence::emulator::RequestMatch;
 use serde_json::{Value, json};
 use support::cluster::{Cluster, http_get, phase};
 

@@ -554,7 +554,7 @@ async fn rendered_objects_are_created_in_the_emulator() {
     use kube::api::{Api, DynamicObject, PostParams};
     use kube::core::GroupVersionKind;
     use kube::discovery::{Scope, pinned_kind};
-    use ringfence::emulator::Emulator;
+    use kube_emulator::Emulator;
 
     for values in [
         json!({}),
@@ -617,7 +617,7 @@ async fn rendered_objects_are_created_in_the_emulator() {
 /// rendered lease Role: it is never denied, and it uses every verb granted.
 #[tokio::test]
 async fn leader_election_needs_exactly_the_charts_lease_role() {
-    use ringfence::emulator::Emulator;
+    use kube_emulator::Emulator;
     use ringfence::leader::{LeaderConfig, LeaderElection, Timing};
     use std::time::Duration;
 

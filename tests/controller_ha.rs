@@ -7,8 +7,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use kube_emulator::{RequestRecord, UserInfo};
 use ringfence::api::REVISION_ANNOTATION;
-use ringfence::emulator::{RequestRecord, UserInfo};
 use ringfence::leader::Timing;
 use serde_json::json;
 use support::cluster::{Cluster, Replica, data, phase};

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::ResourceExt;
+use kube_emulator::RequestMatch;
 use ringfence::api::{ConfigRollout, REVISION_ANNOTATION};
-use ringfence::emulator::RequestMatch;
 use serde_json::{Value, json};
 use support::cluster::{Cluster, data, phase};
 use support::webhook::serve_fixed;

@@ -2,7 +2,7 @@
 //! real API server compiles and can afford to run.
 
 use kube_cel::{CompiledSchema, ScopeContext, WarningKind, analyze_rule};
-use ringfence::validation::CompiledCrd;
+use kube_emulator::validation::CompiledCrd;
 
 const CRD_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

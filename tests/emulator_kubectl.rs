@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, PostParams};
-use ringfence::emulator::{Emulator, EmulatorHandle};
+use kube_emulator::{Emulator, EmulatorHandle};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -336,7 +336,7 @@ async fn get_watch_sees_a_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_rejected_by_admission_prints_the_field_error() {
     let emu = Emulator::builder()
-        .admission(ringfence::validation::admission_hook())
+        .admission(kube_emulator::validation::admission_hook())
         .start()
         .await
         .unwrap();

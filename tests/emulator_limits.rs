@@ -20,7 +20,7 @@ use kube::api::{
     WatchEvent, WatchParams,
 };
 use kube::{Resource, ResourceExt};
-use ringfence::emulator::{Emulator, EmulatorHandle, RequestMatch};
+use kube_emulator::{Emulator, EmulatorHandle, RequestMatch};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
+use kube_emulator::RequestMatch;
 use ringfence::api::{ConfigRollout, RingPhase};
-use ringfence::emulator::RequestMatch;
 use serde_json::{Value, json};
 use support::background::{self, Background};
 use support::cluster::{Cluster, phase};

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ringfence::emulator::{Emulator, EmulatorHandle};
+use kube_emulator::{Emulator, EmulatorHandle};
 use ringfence::leader::{LeaderConfig, LeaderElection, LeaderError, Timing};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};

@@ -13,8 +13,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use kube_emulator::RequestMatch;
 use regex::Regex;
-use ringfence::emulator::RequestMatch;
 use serde_json::{Value, json};
 use support::chart::{CHART, NAMESPACE, RELEASE, render_result};
 use support::cluster::{Cluster, http_get, phase};

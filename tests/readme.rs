@@ -16,7 +16,7 @@ mod tempdir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ringfence::emulator::Emulator;
+use kube_emulator::Emulator;
 use ringfence::validation::ManifestValidator;
 
 const KUBECTL: &str = "/usr/bin/kubectl";
@@ -126,7 +126,7 @@ async fn kubectl_commands_work_against_the_example() {
         "{KUBECTL} is required by this test (CI installs it); it is missing"
     );
     let emulator = Emulator::builder()
-        .admission(ringfence::validation::admission_hook())
+        .admission(kube_emulator::validation::admission_hook())
         .start()
         .await
         .unwrap();

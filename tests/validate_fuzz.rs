@@ -9,11 +9,12 @@
 use std::path::Path;
 use std::sync::LazyLock;
 
+use kube_emulator::validation::CompiledCrd;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use ringfence::api::ConfigRollout;
 use ringfence::cli::validate::{Outcome, validate_sources};
-use ringfence::validation::{CompiledCrd, ManifestValidator, manifest::parse_documents};
+use ringfence::validation::{ManifestValidator, manifest::parse_documents};
 use serde_json::Value;
 
 static VALIDATOR: LazyLock<ManifestValidator> = LazyLock::new(|| ManifestValidator::new().unwrap());

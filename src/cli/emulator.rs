@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::{CommandError, Run};
-use crate::emulator::Emulator;
+use kube_emulator::Emulator;
 
 #[derive(Debug, clap::Args)]
 pub struct EmulatorArgs {
@@ -32,7 +32,7 @@ impl Run for EmulatorArgs {
 async fn serve(args: EmulatorArgs) -> anyhow::Result<()> {
     let handle = Emulator::builder()
         .port(args.port)
-        .admission(crate::validation::admission_hook())
+        .admission(kube_emulator::validation::admission_hook())
         .start()
         .await
         .context("starting the emulator")?;

@@ -37,7 +37,7 @@ pub struct DemoOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("cannot start the API emulator: {0}")]
-    Emulator(#[from] crate::emulator::EmulatorError),
+    Emulator(#[from] kube_emulator::EmulatorError),
     #[error("cannot start the controller: {0}")]
     Controller(#[from] crate::controller::RunError),
     #[error("API request failed: {0}")]

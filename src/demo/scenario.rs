@@ -17,7 +17,7 @@ use super::view::{self, Style};
 use super::{DemoError, DemoOptions, kubelet};
 use crate::api::{ConfigRollout, ConfigRolloutStatus, FIELD_MANAGER, Phase, REVISION_ANNOTATION};
 use crate::controller::{Operator, Options, RevisionKeySource};
-use crate::emulator::Emulator;
+use kube_emulator::Emulator;
 
 /// Which story to tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -165,7 +165,7 @@ impl Timeline {
 
 pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
     let emulator = Emulator::builder()
-        .admission(crate::validation::admission_hook())
+        .admission(kube_emulator::validation::admission_hook())
         .start()
         .await?;
     let kubeconfig = match &options.kubeconfig {

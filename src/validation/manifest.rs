@@ -17,10 +17,12 @@ use kube::Resource;
 use serde_json::Value;
 
 use super::data::{self, DataProblem, Origin, RULES_KEY, Subject};
-use super::schema::{CompiledCrd, FieldViolation, SchemaError, reason};
-use super::selector::{dns_label_error, dns_subdomain_error, validate_label_selector};
 use crate::api::{ConfigKind, ConfigRollout, ValidationRule, parse_duration};
 use crate::gates::template::placeholders;
+use kube_emulator::validation::schema::{CompiledCrd, FieldViolation, SchemaError, reason};
+use kube_emulator::validation::selector::{
+    dns_label_error, dns_subdomain_error, validate_label_selector,
+};
 
 /// A YAML text that is not a stream of documents.
 #[derive(Debug, thiserror::Error)]
@@ -512,6 +514,24 @@ mod tests {
         assert!(http_url_error("http//x").unwrap().starts_with("not a URL"));
         assert!(http_url_error("http://:80").is_some());
         assert!(http_url_error("http://exa mple.com").is_some());
+    }
+
+    #[test]
+    fn the_emulators_admission_rejects_a_config_rollout_the_schema_rejects() {
+        let crd = serde_json::to_value(crate::api::crd()).unwrap();
+        let hook = kube_emulator::validation::admission_hook();
+        let bad = serde_json::json!({
+            "apiVersion": "ringfence.dev/v1alpha1", "kind": "ConfigRollout",
+            "metadata": {"name": "x", "namespace": "default"},
+            "spec": {"config": {"name": "cfg", "data": {"a": "b"}},
+                     "rings": [{"name": "canary", "namespaces": ["a"], "bake": "15"}]},
+        });
+        let violations = hook(&crd, "v1alpha1", &bad);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].field, "spec.rings[0].bake");
+        let mut good = bad.clone();
+        good["spec"]["rings"][0]["bake"] = serde_json::json!("15s");
+        assert_eq!(hook(&crd, "v1alpha1", &good), vec![]);
     }
 
     #[test]

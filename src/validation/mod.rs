@@ -1,13 +1,10 @@
-//! Offline admission: the generic CRD schema validator (shared with the API
-//! emulator), the ConfigRollout manifest checks of `ringfence validate`, and the
-//! checks of the configuration data shared with the engine.
+//! Offline admission of ConfigRollout manifests (`ringfence validate`, the
+//! plugin's `plan`): kube-apiserver's own CRD schema and CEL rules (from the
+//! emulator crate, the same code that admits custom resources there), the
+//! checks only the controller would otherwise make, and the checks of the
+//! configuration data shared with the engine.
 
-pub mod admission;
 pub mod data;
 pub mod manifest;
-pub mod schema;
-pub mod selector;
 
-pub use admission::admission_hook;
 pub use manifest::{DocumentReport, ManifestValidator, ParseError};
-pub use schema::{CompiledCrd, FieldViolation, SchemaError, validate_object};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use ringfence::emulator::RequestRecord;
+use kube_emulator::RequestRecord;
 use serde_json::Value;
 
 pub type Permissions = BTreeSet<(String, String, String)>;

@@ -6,8 +6,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::emulator::meta;
-use crate::emulator::registry::ResourceType;
+use crate::meta;
+use crate::registry::ResourceType;
 
 /// Whether the `Accept` header asks for a Table first.
 pub(crate) fn wants_table(accept: &str) -> bool {

@@ -1,8 +1,5 @@
 //! The emulator as kube-rs sees it: CRUD, apply, status, watches, runtime.
 
-#[path = "support/tempdir.rs"]
-mod tempdir;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +13,7 @@ use kube::api::{
 };
 use kube::runtime::{Controller, WatchStreamExt, controller::Action, reflector, watcher};
 use kube::{Client, CustomResource, ResourceExt};
-use ringfence::emulator::{AdmissionHook, Emulator, EmulatorHandle, FieldViolation, RequestMatch};
+use kube_emulator::{AdmissionHook, Emulator, EmulatorHandle, FieldViolation, RequestMatch};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -1338,10 +1335,12 @@ async fn written_kubeconfigs_work_for_kube_clients() {
         .start()
         .await
         .unwrap();
-    let dir = tempdir::tempdir().unwrap();
-    let path = dir.path().join("kubeconfig");
+    let path =
+        std::env::temp_dir().join(format!("kube-emulator-{}.kubeconfig", std::process::id()));
     emu.write_kubeconfig(&path).unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path);
+    let _ = std::fs::remove_file(&path);
+    let kubeconfig = kubeconfig.unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .unwrap();

@@ -46,7 +46,9 @@
 //!   resourceVersion, selector transitions as ADDED/DELETED, bookmarks,
 //!   `timeoutSeconds`, 410 Gone beyond the retained history.
 //! - Table responses for `kubectl get` (printer columns, `-o wide`).
-//! - Admission of custom resources through an [`AdmissionHook`].
+//! - Admission of custom resources through an [`AdmissionHook`];
+//!   [`validation::admission_hook`] is kube-apiserver's own: the CRD's
+//!   structural schema (pruning, defaulting, types, formats) and its CEL rules.
 //! - Bearer-token authentication and RBAC authorization (off by default).
 //! - Fault injection and a request log ([`Faults`], [`RequestLog`], also as
 //!   JSON under `/_emulator/faults` and `/_emulator/requests`). An injected
@@ -57,9 +59,9 @@
 //!
 //! - Run workloads: no pods, no controllers (Deployments never progress
 //!   unless a test writes their status), no scheduler, no kubelet.
-//! - Admission webhooks, conversion webhooks, CEL or OpenAPI schema
-//!   validation (the [`AdmissionHook`] is where validation plugs in); objects
-//!   of a multi-version CRD are stored as written and only relabelled.
+//! - Admission and conversion webhooks; schema validation unless the
+//!   [`AdmissionHook`] above is installed; objects of a multi-version CRD are
+//!   stored as written and only relabelled.
 //! - Protobuf (only the request bodies kubectl's typed commands send are
 //!   decoded: reviews, Namespace, ConfigMap, Secret, ServiceAccount),
 //!   aggregated discovery, OpenAPI v2, `explain`, TLS, impersonation.
@@ -94,6 +96,7 @@ mod server;
 mod status;
 mod store;
 mod table;
+pub mod validation;
 mod watch;
 
 use std::net::SocketAddr;
@@ -344,7 +347,7 @@ impl EmulatorHandle {
     }
 
     /// Creates or updates an object (server-side apply, forced, as manager
-    /// `ringfence-emulator`), bypassing authorization and faults.
+    /// `kube-emulator`), bypassing authorization and faults.
     pub fn apply(&self, obj: &Value) -> Result<(), EmulatorError> {
         let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -365,7 +368,7 @@ impl EmulatorHandle {
         };
         let target = Target::new(&self.shared.objects.registry, rt, version, &namespace);
         let opts = WriteOptions {
-            field_manager: Some("ringfence-emulator".into()),
+            field_manager: Some("kube-emulator".into()),
             default_manager: String::new(),
             force: true,
             dry_run: false,

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use regex::Regex;
 use serde_json::Value;
 
-use crate::emulator::status::ApiError;
+use crate::status::ApiError;
 
 /// Largest request body the API server reads (`--max-request-body-bytes`' default).
 pub(crate) const MAX_REQUEST_BODY: usize = 3 * 1024 * 1024;

@@ -31,7 +31,7 @@ pub(crate) struct ResourceType {
 impl ResourceType {
     /// The registry key: `plural` or `plural.group`.
     pub fn key(&self) -> String {
-        crate::emulator::status::group_resource(&self.group, &self.plural)
+        crate::status::group_resource(&self.group, &self.plural)
     }
 
     /// Where the store keeps the objects.
@@ -304,10 +304,10 @@ pub(crate) fn resource_from_crd(crd: &Value) -> Result<ResourceType, String> {
         .filter(|k| !k.is_empty())
         .ok_or("spec.names.kind: Required value")?;
     let expected_name = format!("{plural}.{group}");
-    if crate::emulator::meta::name(crd) != expected_name {
+    if crate::meta::name(crd) != expected_name {
         return Err(format!(
             "metadata.name: Invalid value: \"{}\": must be spec.names.plural+\".\"+spec.group",
-            crate::emulator::meta::name(crd)
+            crate::meta::name(crd)
         ));
     }
     let versions = spec
@@ -402,7 +402,7 @@ impl Registry {
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
         let t = self
             .snapshot()
-            .get(&crate::emulator::status::group_resource(group, plural))?
+            .get(&crate::status::group_resource(group, plural))?
             .clone();
         t.versions.iter().any(|v| v == version).then_some(t)
     }

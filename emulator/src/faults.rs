@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::emulator::authz::Attributes;
+use crate::authz::Attributes;
 
 /// Which requests a fault applies to; `None` fields match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

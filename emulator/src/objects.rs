@@ -13,15 +13,15 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::emulator::admission::{self, AdmissionHook};
-use crate::emulator::convert;
-use crate::emulator::fields::{self, ManagedEntry, Schema, Scope, Writer};
-use crate::emulator::limits;
-use crate::emulator::meta;
-use crate::emulator::patch::{self, PatchError, PatchType};
-use crate::emulator::registry::{Registry, ResourceType, resource_from_crd};
-use crate::emulator::status::ApiError;
-use crate::emulator::store::{Key, ObjRef, Store, StoreError, StoredObject};
+use crate::admission::{self, AdmissionHook};
+use crate::convert;
+use crate::fields::{self, ManagedEntry, Schema, Scope, Writer};
+use crate::limits;
+use crate::meta;
+use crate::patch::{self, PatchError, PatchType};
+use crate::registry::{Registry, ResourceType, resource_from_crd};
+use crate::status::ApiError;
+use crate::store::{Key, ObjRef, Store, StoreError, StoredObject};
 
 const CRD_BUCKET: &str = "customresourcedefinitions.apiextensions.k8s.io";
 const CRD_CLEANUP: &str = "customresourcecleanup.apiextensions.k8s.io";
@@ -221,7 +221,7 @@ fn store_error(t: &Target, name: &str, e: StoreError) -> ApiError {
             name,
             format!(
                 "{} \"{name}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
-                crate::emulator::status::group_resource(&t.rt.group, &t.rt.plural),
+                crate::status::group_resource(&t.rt.group, &t.rt.plural),
                 t.namespace
             ),
         ),

@@ -10,13 +10,13 @@ use std::hash::{Hash, Hasher};
 
 use serde_json::{Value, json};
 
-use crate::emulator::registry::{Registry, ResourceType};
+use crate::registry::{Registry, ResourceType};
 
 pub(crate) fn version() -> Value {
     json!({
         "major": "1",
         "minor": "33",
-        "gitVersion": "v1.33.0-ringfence-emulator",
+        "gitVersion": "v1.33.0-kube-emulator",
         "gitCommit": "",
         "gitTreeState": "clean",
         "buildDate": "2025-01-01T00:00:00Z",

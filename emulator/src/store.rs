@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::emulator::meta;
+use crate::meta;
 
 /// A stored object and its JSON rendering, computed on first use.
 #[derive(Debug)]

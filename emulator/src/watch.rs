@@ -16,13 +16,13 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, Interval};
 
-use crate::emulator::meta;
-use crate::emulator::objects::Objects;
-use crate::emulator::registry::ResourceType;
-use crate::emulator::selectors::{FieldSelector, LabelSelector};
-use crate::emulator::status::ApiError;
-use crate::emulator::store::{EventType, ObjRef, StoreEvent};
-use crate::emulator::table::Table;
+use crate::meta;
+use crate::objects::Objects;
+use crate::registry::ResourceType;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{EventType, ObjRef, StoreEvent};
+use crate::table::Table;
 
 /// Which objects a list or watch selects.
 pub(crate) struct Filter {

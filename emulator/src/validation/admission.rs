@@ -1,5 +1,5 @@
-//! The API emulator's admission of custom resources: the same schema and CEL
-//! validator as `ringfence validate`, so there is one implementation.
+//! Admission of custom resources against their CRD's structural schema and CEL
+//! rules, as an [`AdmissionHook`] for the emulator.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use super::schema::{CompiledCrd, FieldViolation, reason};
-use crate::emulator::AdmissionHook;
+use crate::admission::AdmissionHook;
 
 /// A hook that validates against the CRD's own schema, compiling each CRD
 /// (by name and resourceVersion) once.
@@ -49,21 +49,34 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn crd(max: i64) -> Value {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com", "resourceVersion": max.to_string()},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                        "spec": {"type": "object", "properties": {
+                            "size": {"type": "integer", "maximum": max}}}}}}}]}
+        })
+    }
+
     #[test]
-    fn rejects_a_config_rollout_the_schema_rejects() {
-        let crd = serde_json::to_value(crate::api::crd()).unwrap();
+    fn rejects_what_the_schema_rejects_and_recompiles_a_changed_crd() {
         let hook = admission_hook();
-        let bad = json!({
-            "apiVersion": "ringfence.dev/v1alpha1", "kind": "ConfigRollout",
-            "metadata": {"name": "x", "namespace": "default"},
-            "spec": {"config": {"name": "cfg", "data": {"a": "b"}},
-                     "rings": [{"name": "canary", "namespaces": ["a"], "bake": "15"}]},
-        });
-        let violations = hook(&crd, "v1alpha1", &bad);
+        let widget = |size: i64| {
+            json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w"}, "spec": {"size": size}})
+        };
+        let violations = hook(&crd(3), "v1", &widget(5));
         assert_eq!(violations.len(), 1, "{violations:?}");
-        assert_eq!(violations[0].field, "spec.rings[0].bake");
-        let mut good = bad.clone();
-        good["spec"]["rings"][0]["bake"] = json!("15s");
-        assert_eq!(hook(&crd, "v1alpha1", &good), vec![]);
+        assert_eq!(violations[0].field, "spec.size");
+        assert_eq!(hook(&crd(3), "v1", &widget(2)), vec![]);
+        assert_eq!(
+            hook(&crd(9), "v1", &widget(5)),
+            vec![],
+            "a new resourceVersion is a new schema"
+        );
     }
 }

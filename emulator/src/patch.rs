@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use crate::emulator::fields::{ListType, Schema};
+use crate::fields::{ListType, Schema};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PatchType {

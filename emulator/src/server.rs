@@ -13,19 +13,19 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use crate::emulator::authz::{self, Attributes, UserInfo};
-use crate::emulator::discovery;
-use crate::emulator::faults::{FaultRequest, Faults, RequestLog, RequestRecord};
-use crate::emulator::limits;
-use crate::emulator::meta;
-use crate::emulator::objects::{DeleteOptions, Objects, Target, WriteOptions, list_body};
-use crate::emulator::patch::PatchType;
-use crate::emulator::registry::ResourceType;
-use crate::emulator::selectors::{FieldSelector, LabelSelector};
-use crate::emulator::status::ApiError;
-use crate::emulator::store::{Key, ObjRef, StoredObject};
-use crate::emulator::table::{self, IncludeObject, Table};
-use crate::emulator::watch::{self, Filter, WatchRequest};
+use crate::authz::{self, Attributes, UserInfo};
+use crate::discovery;
+use crate::faults::{FaultRequest, Faults, RequestLog, RequestRecord};
+use crate::limits;
+use crate::meta;
+use crate::objects::{DeleteOptions, Objects, Target, WriteOptions, list_body};
+use crate::patch::PatchType;
+use crate::registry::ResourceType;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{Key, ObjRef, StoredObject};
+use crate::table::{self, IncludeObject, Table};
+use crate::watch::{self, Filter, WatchRequest};
 
 /// Path prefix carrying a bearer token (see [`split_token`]).
 pub(crate) const TOKEN_PREFIX: &str = "/_token/";
@@ -886,7 +886,7 @@ async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
         .unwrap_or("application/json");
     let bytes = read_body(body).await?;
     if content_type.contains("protobuf") {
-        return crate::emulator::protobuf::decode_object(&bytes).map_err(|e| {
+        return crate::protobuf::decode_object(&bytes).map_err(|e| {
             ApiError::new(
                 415,
                 format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({e})"),
@@ -894,7 +894,7 @@ async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
         });
     }
     let value = if content_type.contains("yaml") {
-        crate::emulator::patch::parse_apply_body(&bytes)
+        crate::patch::parse_apply_body(&bytes)
             .map_err(|_| ApiError::bad_request("the request body is not valid YAML"))?
     } else {
         serde_json::from_slice(&bytes).map_err(|e| {

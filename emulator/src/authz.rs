@@ -4,8 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::emulator::status::group_resource;
-use crate::emulator::store::Store;
+use crate::status::group_resource;
+use crate::store::Store;
 
 /// An authenticated identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -122,7 +122,7 @@ fn role_rules(store: &Store, kind: &str, namespace: &str, name: &str) -> Vec<Val
 }
 
 fn binding_allows(store: &Store, binding: &Value, user: &UserInfo, a: &Attributes) -> bool {
-    let binding_ns = crate::emulator::meta::namespace(binding);
+    let binding_ns = crate::meta::namespace(binding);
     let bound = binding
         .get("subjects")
         .and_then(Value::as_array)

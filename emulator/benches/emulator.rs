@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use ringfence::emulator::Emulator;
+use kube_emulator::Emulator;
 
 const CONCURRENCY: usize = 16;
 const WATCHES: usize = 100;

@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use ringfence::emulator::Emulator;
+use kube_emulator::Emulator;
 use serde_json::json;
 
 const WRITERS: usize = 16;

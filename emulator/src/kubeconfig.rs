@@ -5,19 +5,19 @@
 /// plain-HTTP servers, so the server URL also carries the token
 /// (`/_token/{token}`), which the emulator strips and honours.
 pub(crate) fn render(url: &str, user: &str, token: &str) -> String {
-    let server = format!("{url}{}{token}", crate::emulator::server::TOKEN_PREFIX);
+    let server = format!("{url}{}{token}", crate::server::TOKEN_PREFIX);
     // JSON strings are valid YAML double-quoted scalars.
     let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     format!(
         "apiVersion: v1\n\
          kind: Config\n\
          clusters:\n\
-         - name: ringfence-emulator\n  cluster:\n    server: {server}\n\
+         - name: kube-emulator\n  cluster:\n    server: {server}\n\
          users:\n\
          - name: {user}\n  user:\n    token: {token}\n\
          contexts:\n\
-         - name: ringfence-emulator\n  context:\n    cluster: ringfence-emulator\n    user: {user}\n    namespace: default\n\
-         current-context: ringfence-emulator\n\
+         - name: kube-emulator\n  context:\n    cluster: kube-emulator\n    user: {user}\n    namespace: default\n\
+         current-context: kube-emulator\n\
          preferences: {{}}\n",
         server = q(&server),
         user = q(user),
@@ -37,10 +37,7 @@ mod tests {
             "t0k3n",
         );
         let config = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
-        assert_eq!(
-            config.current_context.as_deref(),
-            Some("ringfence-emulator")
-        );
+        assert_eq!(config.current_context.as_deref(), Some("kube-emulator"));
         let cluster = config.clusters[0].cluster.as_ref().unwrap();
         assert_eq!(
             cluster.server.as_deref(),

@@ -522,9 +522,9 @@ pub(crate) fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
         })
         .collect();
     if rendered.is_empty() {
-        crate::emulator::meta::remove_meta(obj, "managedFields");
+        crate::meta::remove_meta(obj, "managedFields");
     } else {
-        crate::emulator::meta::set_meta(obj, "managedFields", Value::Array(rendered));
+        crate::meta::set_meta(obj, "managedFields", Value::Array(rendered));
     }
 }
 

@@ -1,13 +1,14 @@
 //! Admission of custom resources: the CRD schema's `default`s, then a
-//! validation hook supplied by the embedding program.
+//! validation hook supplied by the embedding program (such as
+//! [`crate::validation::admission_hook`], the CRD's own schema and CEL rules).
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::emulator::status::ApiError;
+use crate::status::ApiError;
 
-pub use crate::validation::FieldViolation;
+pub use crate::validation::schema::FieldViolation;
 
 /// Validates a custom resource after defaulting: called with the CRD object,
 /// the version written and the object; violations reject the write with 422.

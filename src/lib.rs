@@ -10,5 +10,6 @@ pub mod leader;
 pub mod metrics;
 pub mod plugin;
 pub mod server;
+pub mod stdout;
 pub mod telemetry;
 pub mod validation;

@@ -1,10 +1,12 @@
 //! The `ConfigRollout` API (group `ringfence.dev`, version `v1alpha1`).
 
 mod duration;
+mod rollout;
 mod spec;
 mod status;
 
 pub use duration::{DurationError, parse_duration};
+pub use rollout::*;
 pub use spec::*;
 pub use status::*;
 
@@ -26,6 +28,15 @@ pub const ALLOW_FROM_LABEL: &str = "ringfence.dev/allow-from";
 pub const PROMOTE_ANNOTATION: &str = "ringfence.dev/promote";
 pub const ABORT_ANNOTATION: &str = "ringfence.dev/abort";
 pub const RETRY_ANNOTATION: &str = "ringfence.dev/retry";
+/// Label of a prior record, with the owning rollout's uid (names can be longer than a
+/// label value allows).
+pub const PRIORS_OF_LABEL: &str = "ringfence.dev/priors-of";
+/// Annotation with a prior record's metadata as JSON.
+pub const PRIOR_ANNOTATION: &str = "ringfence.dev/prior";
+/// Keeps a prior record readable until ringfence lets it go.
+pub const PRIOR_FINALIZER: &str = "ringfence.dev/prior-protection";
+/// Label on layout records: the uid of the rollout whose rings they hold.
+pub const LAYOUT_OF_LABEL: &str = "ringfence.dev/layout-of";
 
 /// The ConfigRollout CRD: kube's derived CRD, with its schema made into one a
 /// real kube-apiserver accepts and evaluates as intended (see [`make_structural`]).

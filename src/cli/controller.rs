@@ -12,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::sync::{oneshot, watch};
 
-use super::{CommandError, Run};
+use super::command::{CommandError, Run};
 use crate::controller::{Operator, Options, RevisionKeySource, shutdown_signal};
 use crate::engine::{AddressPolicy, HostPattern};
 use crate::leader::{LeaderElection, LeaderElectionArgs};

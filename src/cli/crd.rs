@@ -2,14 +2,14 @@
 
 use std::process::ExitCode;
 
-use super::{CommandError, Run};
+use super::command::{CommandError, Run};
 
 #[derive(Debug, clap::Args)]
 pub struct CrdArgs {}
 
 impl Run for CrdArgs {
     fn run(self) -> Result<ExitCode, CommandError> {
-        super::print(&crate::api::crd_yaml())?;
+        crate::stdout::print(&crate::api::crd_yaml())?;
         Ok(ExitCode::SUCCESS)
     }
 }

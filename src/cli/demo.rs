@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{CommandError, Run};
+use super::command::{CommandError, Run};
 use crate::demo::{self, DemoOptions, Scenario, Style};
 
 #[derive(Debug, clap::Args)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{CommandError, Run};
+use super::command::{CommandError, Run};
 use kube_emulator::Emulator;
 
 #[derive(Debug, clap::Args)]

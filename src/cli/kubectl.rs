@@ -10,13 +10,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{CommandError, Run, print};
+use super::command::{CommandError, Run};
 use crate::api::parse_duration;
 use crate::demo::Style;
 use crate::engine::{Request, RevisionKey, Settings};
 use crate::plugin::get::{self, Display, Format};
 use crate::plugin::requests::{self, Ask};
 use crate::plugin::{Connection, PluginError, Session, history, plan};
+use crate::stdout::print;
 
 /// The name the binary answers to as a kubectl plugin.
 pub const PLUGIN_NAME: &str = "kubectl-ringfence";

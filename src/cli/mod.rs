@@ -1,11 +1,11 @@
 //! The `ringfence` command line: one module per subcommand, each an arguments
 //! type that implements [`Run`].
 
-use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod command;
 pub mod controller;
 pub mod crd;
 pub mod demo;
@@ -13,21 +13,14 @@ pub mod emulator;
 pub mod kubectl;
 pub mod validate;
 
+pub use command::{CommandError, Run};
+
 /// Staged configuration rollouts for Kubernetes: canary rings, health gates, exact rollback.
 #[derive(Debug, Parser)]
 #[command(name = "ringfence", version, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// What a subcommand fails with when it cannot do its job at all (its findings,
-/// such as invalid manifests, are its exit code instead).
-pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A subcommand, run from its parsed arguments.
-pub trait Run {
-    fn run(self) -> Result<ExitCode, CommandError>;
 }
 
 /// Declares [`Command`] and its dispatch together, so that a new subcommand is
@@ -62,18 +55,6 @@ commands! {
     Emulator(emulator::EmulatorArgs),
     /// The kubectl plugin's commands (`kubectl ringfence ...` when installed as kubectl-ringfence).
     Kubectl(kubectl::KubectlArgs),
-}
-
-/// Writes `text` to stdout; a closed pipe (`ringfence crd | head`) is not an error.
-pub fn print(text: &str) -> io::Result<()> {
-    let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

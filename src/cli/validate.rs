@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{CommandError, Run};
+use super::command::{CommandError, Run};
 use crate::validation::ManifestValidator;
 use crate::validation::manifest::parse_documents;
 
@@ -56,7 +56,7 @@ impl Run for ValidateArgs {
         }
         let validator = ManifestValidator::new()?.with_sources(objects);
         let report = validate_sources(&validator, sources);
-        super::print(&report.stdout)?;
+        crate::stdout::print(&report.stdout)?;
         if !report.stderr.is_empty() {
             eprint!("{}", report.stderr);
         }

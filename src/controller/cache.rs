@@ -19,9 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
-use super::priors::PRIORS_OF_LABEL;
-use super::targets::ObservedTarget;
-use crate::api::{ConfigKind, FIELD_MANAGER, MANAGED_BY_LABEL};
+use super::observed::ObservedTarget;
+use crate::api::{ConfigKind, FIELD_MANAGER, MANAGED_BY_LABEL, PRIORS_OF_LABEL};
 use crate::engine::{RevisionKey, TargetState};
 
 /// A target as last seen.

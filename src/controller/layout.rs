@@ -21,12 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Error, api_code};
 use crate::api::{
-    ConfigRollout, FIELD_MANAGER, LayoutStatus, MANAGED_BY_LABEL, ROLLOUT_ANNOTATION,
+    ConfigRollout, FIELD_MANAGER, LAYOUT_OF_LABEL, LayoutStatus, MANAGED_BY_LABEL,
+    ROLLOUT_ANNOTATION,
 };
 use crate::engine::{Layout, hash_of};
 
-/// Label on layout records: the uid of the rollout whose rings they hold.
-pub const LAYOUT_OF_LABEL: &str = "ringfence.dev/layout-of";
 /// Annotation on layout records: [`PartMeta`] as JSON.
 const LAYOUT_ANNOTATION: &str = "ringfence.dev/layout";
 /// The data key holding a record's part of the document.

@@ -12,12 +12,14 @@
 //!   targeting them.
 
 mod cache;
+mod calls;
 mod context;
 mod error;
 mod events;
 mod gates;
 mod layout;
 mod observe;
+mod observed;
 mod priors;
 mod reconcile;
 mod revision_key;
@@ -26,9 +28,8 @@ mod targets;
 mod workloads;
 
 pub use error::Error;
-pub use layout::LAYOUT_OF_LABEL;
 pub use observe::{observe_uncached, rollout_key};
-pub use priors::{PRIOR_ANNOTATION, PRIOR_FINALIZER, PRIORS_OF_LABEL, record_name};
+pub use priors::record_name;
 pub use revision_key::{REVISION_KEY_FIELD, RevisionKeySource, load_revision_key};
 
 use std::collections::{BTreeSet, HashSet};
@@ -402,7 +403,7 @@ where
         + 'static,
 {
     let api: Api<PartialObjectMeta<K>> = Api::all(client.clone());
-    let config = watcher::Config::default().labels(priors::PRIORS_OF_LABEL);
+    let config = watcher::Config::default().labels(crate::api::PRIORS_OF_LABEL);
     let mut first = true;
     watcher(api, config)
         .default_backoff()

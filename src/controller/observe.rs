@@ -12,8 +12,8 @@ use kube::{Api, Client, ResourceExt};
 
 use super::context::Context;
 use super::error::Error;
+use super::observed::{ObservedTarget, Snapshot};
 use super::priors::{PriorStore, Priors, RecordMeta};
-use super::targets::{ObservedTarget, Snapshot};
 use super::workloads;
 use crate::api::{ConfigKind, ConfigRollout, ConfigRolloutStatus, ValidationRule};
 use crate::engine::{NamespaceInfo, ResolvedConfig, RevisionKey, TargetState, World};

@@ -33,17 +33,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cache::Cache;
+use super::calls::for_each_namespace;
 use super::error::{Error, api_code};
-use super::targets::{ObservedTarget, Snapshot, fetch_target, for_each_namespace};
-use crate::api::{ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, ROLLOUT_ANNOTATION};
+use super::observed::{ObservedTarget, Snapshot, fetch_target};
+use crate::api::{
+    ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, PRIOR_ANNOTATION, PRIOR_FINALIZER,
+    PRIORS_OF_LABEL, ROLLOUT_ANNOTATION,
+};
 use crate::engine::{PriorRecord, RevisionKey};
 
-/// Label with the owning rollout's uid (names can be longer than a label value allows).
-pub const PRIORS_OF_LABEL: &str = "ringfence.dev/priors-of";
-/// Annotation with a record's [`PriorMeta`] as JSON.
-pub const PRIOR_ANNOTATION: &str = "ringfence.dev/prior";
-/// Keeps a record readable until ringfence lets it go.
-pub const PRIOR_FINALIZER: &str = "ringfence.dev/prior-protection";
 const RECORD_PREFIX: &str = "ringfence-prior-";
 /// Records written or read at once.
 const PARALLELISM: usize = 32;

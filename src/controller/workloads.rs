@@ -14,8 +14,8 @@ use kube::core::Selector;
 use kube::{Api, Client};
 use serde_json::json;
 
+use super::calls::with_retries;
 use super::error::Error;
-use super::targets::with_retries;
 use crate::api::{FIELD_MANAGER, REVISION_ANNOTATION};
 use crate::engine::{WorkloadKind, WorkloadState};
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -12,12 +13,40 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::kubelet;
 use super::metrics_source::{ErrorRates, MetricsSource};
 use super::view::{self, Style};
-use super::{DemoError, DemoOptions, kubelet};
 use crate::api::{ConfigRollout, ConfigRolloutStatus, FIELD_MANAGER, Phase, REVISION_ANNOTATION};
 use crate::controller::{Operator, Options, RevisionKeySource};
 use kube_emulator::Emulator;
+
+/// How the demo runs.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub scenario: Scenario,
+    /// Scales bake times: 2.0 runs the bakes twice as fast.
+    pub speed: f64,
+    /// Leave the emulator running at the end until Ctrl-C.
+    pub keep: bool,
+    pub style: Style,
+    /// Where to write the kubeconfig (a temporary directory when unset).
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Why the demo could not tell its story.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot start the API emulator: {0}")]
+    Emulator(#[from] kube_emulator::EmulatorError),
+    #[error("cannot start the controller: {0}")]
+    Controller(#[from] crate::controller::RunError),
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
 
 /// Which story to tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -163,7 +192,7 @@ impl Timeline {
     }
 }
 
-pub async fn run(options: DemoOptions) -> Result<super::Outcome, DemoError> {
+pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     let emulator = Emulator::builder()
         .admission(kube_emulator::validation::admission_hook())
         .start()

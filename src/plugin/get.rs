@@ -14,8 +14,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use super::{PluginError, Session, ago, columns, number};
 use crate::api::{ConfigRollout, GateStatus, Phase, RingPhase, RingStatus, Verdict};
-use crate::cli::print;
 use crate::demo::Style;
+use crate::stdout::print;
 
 /// How objects are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -176,10 +176,7 @@ impl ManifestValidator {
                 }
             }
         };
-        let kind = match config.kind {
-            ConfigKind::ConfigMap => "ConfigMap",
-            ConfigKind::Secret => "Secret",
-        };
+        let kind = config.kind.as_str();
         let (data, data_origin) = match (&config.data, &config.source_ref) {
             (Some(inline), _) => (
                 Some(Ok(inline

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-INSTALL = "pip install helm-python-sdk kubernetes-validate"
+INSTALL = "./test.sh (into target/test-venv), or pip install helm-python-sdk kubernetes-validate"
 
 try:
     import helm_python

@@ -331,6 +331,53 @@ async fn a_deleted_source_holds_the_rollout_and_abort_still_restores() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_read_is_reported_in_status_and_the_rollout_resumes_when_it_works() {
+    let mut c = Cluster::start().await;
+    cells(&c).await;
+    c.config_map(NS, "flags-source", &[("retries", "7")]).await;
+    c.start_controller().await;
+    c.emu.faults().fail_fraction(
+        1.0,
+        RequestMatch::any()
+            .verb("get")
+            .resource("configmaps")
+            .namespace(NS)
+            .name("flags-source"),
+        403,
+        1,
+    );
+    let source = json!({"name": "checkout-flags", "sourceRef": {"name": "flags-source"}});
+    let mut spec = rollout("http://127.0.0.1:9/unused", source);
+    spec["spec"]["gates"] = json!([]);
+    spec["spec"]["rings"][1]["bake"] = json!("1s");
+    c.apply_rollout(NS, spec).await;
+    let r = c
+        .wait_rollout(NS, "flags", "ReadFailed in status", |r| {
+            condition(r, "Progressing").1 == "ReadFailed"
+        })
+        .await;
+    let (truth, _, message) = condition(&r, "Progressing");
+    assert_eq!(truth, "False");
+    assert!(message.contains("read source ConfigMap"), "{message}");
+    assert!(message.to_lowercase().contains("forbidden"), "{message}");
+    assert!(event_reasons(&c).await.contains(&"ReadFailed".to_string()));
+    for i in 1..=3 {
+        holds(&c, i, prior(i)).await;
+    }
+    c.emu.faults().clear();
+    let r = c
+        .wait_rollout(NS, "flags", "Succeeded once reads work", |r| {
+            phase(r) == "Succeeded"
+        })
+        .await;
+    assert_ne!(condition(&r, "Progressing").1, "ReadFailed");
+    let want = BTreeMap::from([("retries".to_string(), "7".to_string())]);
+    for i in 1..=3 {
+        holds(&c, i, Some(want.clone())).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_written_ring_stays_gated_after_its_source_is_deleted() {
     let mut c = Cluster::start().await;
     cells(&c).await;

@@ -114,6 +114,30 @@ impl Error {
         bounded_text(&text, 256)
     }
 
+    /// What the status says when this error stops the reads a decision needs; None for
+    /// what is not a failure to report (waiting for caches, leadership lost, a spec error).
+    pub fn read_failure(&self) -> Option<ActionFailure> {
+        let reason = match self.failure_reason() {
+            _ if self.is_permanent() || matches!(self, Self::NotReady | Self::NotLeader) => {
+                return None;
+            }
+            reason @ (FailureReason::PriorsUnavailable | FailureReason::TargetConflict) => reason,
+            _ => FailureReason::ReadFailed,
+        };
+        let what = match self {
+            Self::Kube { action, .. } => action.clone(),
+            Self::Actions { failure, .. } => failure.what.clone(),
+            _ => "read prior content".into(),
+        };
+        Some(ActionFailure {
+            reason,
+            what,
+            targets: Vec::new(),
+            of: 0,
+            detail: self.detail(),
+        })
+    }
+
     /// Permanent errors wait for the object to change instead of retrying.
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::InvalidObject(_) | Self::InvalidSpec(_))
@@ -171,6 +195,20 @@ mod tests {
             Error::InvalidObject("x".into()).category(),
             "invalid-object"
         );
+    }
+
+    #[test]
+    fn read_failures_name_the_read_and_leave_out_what_is_not_a_failure() {
+        let failure = api(403).read_failure().unwrap();
+        assert_eq!(failure.reason, FailureReason::ReadFailed);
+        assert_eq!(failure.what, "patch");
+        assert!(failure.targets.is_empty());
+        let priors = Error::Priors("gone".into()).read_failure().unwrap();
+        assert_eq!(priors.reason, FailureReason::PriorsUnavailable);
+        assert!(priors.detail.contains("gone"), "{priors:?}");
+        for quiet in [Error::NotReady, Error::NotLeader, Error::InvalidSpec("x".into())] {
+            assert_eq!(quiet.read_failure(), None, "{quiet}");
+        }
     }
 
     #[test]

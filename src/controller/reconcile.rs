@@ -137,9 +137,23 @@ async fn reconcile_rollout(
     }
 
     let meta = rollout_meta(&rollout);
-    let mut observed = observe(ctx, &rollout).await?;
-    let credentials = gates::read_credentials(&ctx.client, &rollout).await?;
-    observed.world.gate_credentials = credentials.observed();
+    let read = async {
+        let mut observed = observe(ctx, &rollout).await?;
+        let credentials = gates::read_credentials(&ctx.client, &rollout).await?;
+        observed.world.gate_credentials = credentials.observed();
+        Ok::<_, Error>((observed, credentials))
+    };
+    let (mut observed, credentials) = match read.await {
+        Ok(read) => read,
+        Err(e) => {
+            // Nothing can be decided without these reads: say so where SREs look.
+            if let Some(failure) = e.read_failure() {
+                let status = rollout.status.clone().unwrap_or_default();
+                report(ctx, &api, &rollout, &status, &failure, Timestamp::now()).await?;
+            }
+            return Err(e);
+        }
+    };
     if let Some(Ok(config)) = &observed.world.config {
         let revision = engine::revision_of(config, &ctx.settings.revision_key);
         tracing::Span::current().record("revision", revision.as_str());
@@ -189,13 +203,7 @@ async fn reconcile_rollout(
     if let Err(e) = acted.await {
         // The decided status may assume what failed: report the failure on the persisted one.
         if let Error::Actions { failure, .. } = &e {
-            let (reported, events) =
-                engine::report_failure(&current_status, failure, meta.generation, now);
-            ctx.ensure_leading()?;
-            if let Err(write) = status::write(&api, &rollout, &reported).await {
-                tracing::warn!(error = %write, "could not report the failure in status");
-            }
-            ctx.events.publish(&rollout.object_ref(&()), &events).await;
+            report(ctx, &api, &rollout, &current_status, failure, now).await?;
         }
         return Err(e);
     }
@@ -223,6 +231,25 @@ async fn reconcile_rollout(
         }
         None => Action::await_change(),
     })
+}
+
+/// Marks the persisted `status` with what could not be done, and warns once.
+async fn report(
+    ctx: &Context,
+    api: &Api<ConfigRollout>,
+    rollout: &ConfigRollout,
+    status: &ConfigRolloutStatus,
+    failure: &ActionFailure,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let generation = rollout.metadata.generation.unwrap_or_default();
+    let (reported, events) = engine::report_failure(status, failure, generation, now);
+    ctx.ensure_leading()?;
+    if let Err(write) = status::write(api, rollout, &reported).await {
+        tracing::warn!(error = %write, "could not report the failure in status");
+    }
+    ctx.events.publish(&rollout.object_ref(&()), &events).await;
+    Ok(())
 }
 
 async fn apply_actions(

@@ -305,6 +305,8 @@ pub enum FailureReason {
     TargetConflict,
     /// The API server did not answer, or answered with a server error.
     ApiUnavailable,
+    /// A read the decision needs failed: refused by the API server, or not answered.
+    ReadFailed,
 }
 
 impl FailureReason {
@@ -317,6 +319,7 @@ impl FailureReason {
             Self::PriorsUnavailable => "PriorsUnavailable",
             Self::TargetConflict => "TargetConflict",
             Self::ApiUnavailable => "ApiUnavailable",
+            Self::ReadFailed => "ReadFailed",
         }
     }
 }

@@ -107,9 +107,7 @@ fn paths(code: &str) -> Vec<Vec<&str>> {
                 while end < bytes.len() && ident(bytes[end]) {
                     end += 1;
                 }
-                if code[end..].starts_with("::")
-                    && bytes.get(end + 2).copied().is_some_and(ident)
-                {
+                if code[end..].starts_with("::") && bytes.get(end + 2).copied().is_some_and(ident) {
                     end += 2;
                 } else {
                     break;
@@ -138,8 +136,10 @@ struct Crate {
 fn read_crate(name: &'static str, src: &Path) -> Crate {
     let mut files = Vec::new();
     rust_files(src, &mut files);
-    let modules: BTreeMap<Module, PathBuf> =
-        files.iter().map(|f| (module_of(src, f), f.clone())).collect();
+    let modules: BTreeMap<Module, PathBuf> = files
+        .iter()
+        .map(|f| (module_of(src, f), f.clone()))
+        .collect();
     let mut parsed = BTreeMap::new();
     let mut test_modules: Vec<Module> = Vec::new();
     for (module, file) in &modules {
@@ -226,7 +226,10 @@ fn display(module: &Module) -> String {
 }
 
 /// A circle through `from`, if any, as the modules along it.
-fn circle(imports: &BTreeMap<Module, (PathBuf, BTreeSet<Module>)>, from: &Module) -> Option<Vec<Module>> {
+fn circle(
+    imports: &BTreeMap<Module, (PathBuf, BTreeSet<Module>)>,
+    from: &Module,
+) -> Option<Vec<Module>> {
     let mut stack = vec![(from.clone(), vec![from.clone()])];
     let mut seen = BTreeSet::new();
     while let Some((at, path)) = stack.pop() {
@@ -261,7 +264,12 @@ fn no_import_circles() {
             if let Some(path) = circle(&krate.imports, module) {
                 reported.extend(path.iter().cloned());
                 let names: Vec<String> = path.iter().map(display).collect();
-                found.push(format!("{}: {} -> {}", krate.name, names.join(" -> "), names[0]));
+                found.push(format!(
+                    "{}: {} -> {}",
+                    krate.name,
+                    names.join(" -> "),
+                    names[0]
+                ));
             }
         }
     }
@@ -275,13 +283,36 @@ fn lower_layers_import_nothing_of_higher_ones() {
     let forbidden: [(&str, &[&str]); 3] = [
         (
             "api",
-            &["engine", "validation", "controller", "gates", "leader", "cli", "demo", "plugin", "server", "metrics"],
+            &[
+                "engine",
+                "validation",
+                "controller",
+                "gates",
+                "leader",
+                "cli",
+                "demo",
+                "plugin",
+                "server",
+                "metrics",
+            ],
         ),
         (
             "engine",
-            &["controller", "gates", "leader", "cli", "demo", "plugin", "server", "metrics"],
+            &[
+                "controller",
+                "gates",
+                "leader",
+                "cli",
+                "demo",
+                "plugin",
+                "server",
+                "metrics",
+            ],
         ),
-        ("validation", &["controller", "leader", "cli", "demo", "plugin", "server"]),
+        (
+            "validation",
+            &["controller", "leader", "cli", "demo", "plugin", "server"],
+        ),
     ];
     let mut found = Vec::new();
     for (layer, higher) in forbidden {
@@ -290,7 +321,10 @@ fn lower_layers_import_nothing_of_higher_ones() {
                 continue;
             }
             for dep in deps {
-                if dep.first().is_some_and(|top| higher.contains(&top.as_str())) {
+                if dep
+                    .first()
+                    .is_some_and(|top| higher.contains(&top.as_str()))
+                {
                     found.push(format!("{} imports {}", display(module), display(dep)));
                 }
             }
@@ -301,7 +335,10 @@ fn lower_layers_import_nothing_of_higher_ones() {
     }
     for (module, named) in &emulator.externs {
         if named.contains("ringfence") {
-            found.push(format!("kube-emulator's {} imports ringfence", display(module)));
+            found.push(format!(
+                "kube-emulator's {} imports ringfence",
+                display(module)
+            ));
         }
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
@@ -320,9 +357,16 @@ fn every_path_architecture_md_names_exists() {
     for (i, span) in text.split('`').enumerate() {
         let looks_like_path = i % 2 == 1
             && !span.contains(' ')
-            && ["src/", "emulator/", "tests/", "charts/", "crds/", "benches/"]
-                .iter()
-                .any(|p| span.starts_with(p));
+            && [
+                "src/",
+                "emulator/",
+                "tests/",
+                "charts/",
+                "crds/",
+                "benches/",
+            ]
+            .iter()
+            .any(|p| span.starts_with(p));
         if looks_like_path {
             named += 1;
             let path = span.split("::").next().unwrap_or(span);
@@ -332,7 +376,10 @@ fn every_path_architecture_md_names_exists() {
         }
     }
     assert!(named >= 20, "ARCHITECTURE.md names only {named} paths");
-    assert!(missing.is_empty(), "ARCHITECTURE.md names missing paths: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names missing paths: {missing:?}"
+    );
 }
 
 #[test]

@@ -206,7 +206,11 @@ mod tests {
         let priors = Error::Priors("gone".into()).read_failure().unwrap();
         assert_eq!(priors.reason, FailureReason::PriorsUnavailable);
         assert!(priors.detail.contains("gone"), "{priors:?}");
-        for quiet in [Error::NotReady, Error::NotLeader, Error::InvalidSpec("x".into())] {
+        for quiet in [
+            Error::NotReady,
+            Error::NotLeader,
+            Error::InvalidSpec("x".into()),
+        ] {
             assert_eq!(quiet.read_failure(), None, "{quiet}");
         }
     }

@@ -9,7 +9,7 @@
 //! are all present and hash to what status names; otherwise the rollout holds
 //! (`LayoutMissing`) rather than guess where its targets are.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -165,6 +165,20 @@ impl Layouts {
         };
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         inner.remember(uid, known);
+    }
+
+    /// Forgets the layouts of rollouts whose uid is not in `live`.
+    pub fn retain(&self, live: &HashSet<String>) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<String> = inner
+            .known
+            .keys()
+            .filter(|uid| !live.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in gone {
+            inner.forget(&uid);
+        }
     }
 
     /// The rollouts whose current layout targets `namespace`.
@@ -401,5 +415,16 @@ mod tests {
             layouts.targeting("cell-ñ-00002").is_empty(),
             "a new layout replaces the old one"
         );
+        layouts.remember(&r, "u-2", "h3", Arc::new(layout(3)));
+        layouts.retain(&HashSet::from(["u-2".to_string()]));
+        assert_eq!(
+            layouts.inner.read().unwrap().known.len(),
+            1,
+            "u-1 is forgotten"
+        );
+        assert_eq!(layouts.targeting("cell-ñ-00002").len(), 1);
+        layouts.retain(&HashSet::new());
+        assert!(layouts.targeting("cell-ñ-00002").is_empty());
+        assert!(layouts.inner.read().unwrap().by_namespace.is_empty());
     }
 }

@@ -321,19 +321,20 @@ const STORE_READY_POLL: std::time::Duration = std::time::Duration::from_millis(2
 const ORPHAN_SWEEP: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Deleting a ConfigRollout leaves its targets as they are; its prior records, protected by
-/// a finalizer, are let go here.
+/// a finalizer, are let go here, and the layouts remembered for it are forgotten.
 async fn release_orphans(ctx: Arc<context::Context>) {
     if !store_ready(&ctx.rollouts).await {
         return;
     }
     loop {
+        let live: HashSet<String> = ctx
+            .rollouts
+            .state()
+            .iter()
+            .filter_map(|g| g.uid())
+            .collect();
+        ctx.layouts.retain(&live);
         if ctx.leads() {
-            let live: std::collections::HashSet<String> = ctx
-                .rollouts
-                .state()
-                .iter()
-                .filter_map(|g| g.uid())
-                .collect();
             match priors::release_orphans(&ctx.client, &live).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(records = n, "let go of prior records of deleted rollouts"),

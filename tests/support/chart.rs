@@ -7,8 +7,7 @@ use serde_json::Value;
 
 pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ringfence");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chart/helm_render.py");
-const INSTALL: &str =
-    "./test.sh, which installs them in target/test-venv, or pip install helm-python-sdk kubernetes-validate";
+const INSTALL: &str = "./test.sh, which installs them in target/test-venv, or pip install helm-python-sdk kubernetes-validate";
 /// The release name and namespace the README's `helm install` uses.
 pub const RELEASE: &str = "ringfence";
 pub const NAMESPACE: &str = "ringfence-system";
@@ -20,7 +19,11 @@ fn python() -> PathBuf {
         return python.into();
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python3");
-    if venv.exists() { venv } else { "python3".into() }
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
 }
 
 /// Runs `helm_render.py` with `args` and returns the JSON it prints.

@@ -29,7 +29,7 @@ use axum::routing::post;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 use kube_emulator::{Emulator, EmulatorHandle};
 use ringfence::api::ConfigRollout;
 use serde_json::{Value, json};
@@ -86,8 +86,12 @@ mod tempdir {
 
 impl Bench {
     async fn start(cells: usize) -> Self {
-        let emu = Emulator::builder().start().await.expect("emulator starts");
-        emu.apply(&serde_json::to_value(ConfigRollout::crd()).unwrap())
+        let emu = Emulator::builder()
+            .admission(kube_emulator::validation::admission_hook())
+            .start()
+            .await
+            .expect("emulator starts");
+        emu.apply(&serde_json::to_value(ringfence::api::crd()).unwrap())
             .expect("CRD installs");
         let client = emu.client();
         let dir = tempdir::TempDir::new();

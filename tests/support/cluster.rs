@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 use kube_emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
 use ringfence::api::ConfigRollout;
 use ringfence::controller::{Operator, Options, RevisionKeySource};
@@ -56,8 +56,14 @@ impl Cluster {
     async fn start_with(builder: EmulatorBuilder) -> Self {
         super::background::arm_watchdog();
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let emu = builder.start().await.expect("emulator starts");
-        let crd = serde_json::to_value(ConfigRollout::crd()).unwrap();
+        // Custom resources are admitted as kube-apiserver admits them: the CRD's schema
+        // and CEL rules, so a test cannot write a rollout a real cluster would refuse.
+        let emu = builder
+            .admission(kube_emulator::validation::admission_hook())
+            .start()
+            .await
+            .expect("emulator starts");
+        let crd = serde_json::to_value(ringfence::api::crd()).unwrap();
         emu.apply(&crd).expect("CRD installs");
         let client = emu.client();
         Self {

@@ -105,4 +105,4 @@ pub use gates::gate_requests;
 pub use layout::{FIRST_TARGETS, Layout, LayoutRing, hash_of};
 pub use model::*;
 pub use preview::{Preview, Refusal, RingPreview, Skip, Timing, preview};
-pub use revision::{RevisionKey, RevisionKeyTooShort, revision_of};
+pub use revision::{ResolvedConfig, RevisionKey, RevisionKeyTooShort, revision_of};

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::jiff::Timestamp;
 
 use super::address::AddressPolicy;
-use super::revision::RevisionKey;
+use super::revision::{ResolvedConfig, RevisionKey};
 use crate::api::{
-    ABORT_ANNOTATION, ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, Gate, HandledRequests,
+    ABORT_ANNOTATION, ConfigRolloutSpec, ConfigRolloutStatus, Gate, HandledRequests,
     PROMOTE_ANNOTATION, Phase, RETRY_ANNOTATION, ValidationRule, Verdict,
 };
 
@@ -120,14 +120,6 @@ impl Settings {
             gate_addresses: AddressPolicy::default(),
         }
     }
-}
-
-/// The configuration data after `sourceRef` was followed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResolvedConfig {
-    pub kind: ConfigKind,
-    /// Key to raw bytes (UTF-8 for ConfigMaps, decoded bytes for Secrets).
-    pub data: BTreeMap<String, Vec<u8>>,
 }
 
 /// What the controller observed, as of one reconcile.

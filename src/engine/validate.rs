@@ -6,8 +6,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::gate_access::check_gates;
-use super::model::{Inputs, ResolvedConfig};
-use super::revision::revision_of;
+use super::model::Inputs;
+use super::revision::{ResolvedConfig, revision_of};
 use super::rings::check_selectors;
 use crate::api::{
     ConfigKind, ConfigRolloutSpec, Gate, LastValidSpec, Phase, WorkloadSpec, parse_duration,

@@ -12,6 +12,7 @@ use super::gates::{
     active_ring, all_passing, apply_results, currently_failing, failed_gates, initial_gates,
     missing_baselines, next_due,
 };
+use super::invalid::Invalid;
 use super::layout;
 use super::message::{self, LIST_LIMIT, Observed, bounded_list, drift_list};
 use super::model::TargetState;
@@ -19,7 +20,7 @@ use super::model::{Action, Decision, EventNote, EventType, GatePurpose, Inputs, 
 use super::rings::{ResolvedRing, alive_namespaces, check_permitted, check_unclaimed, resolve};
 use super::rollback::{holds_prior, restamp_actions, restore_order};
 use super::validate::last_valid_spec;
-use super::validate::{Invalid, Plan, plan};
+use super::validate::{Plan, plan};
 use crate::api::{
     ConfigRolloutStatus, FIELD_MANAGER, GateStatus, HandledRequests, HistoryEntry, Phase,
     PriorsStatus, RingPhase, RingStatus, RollbackStatus,

@@ -81,6 +81,7 @@ mod decide;
 mod failure;
 mod gate_access;
 mod gates;
+mod invalid;
 mod layout;
 mod message;
 mod model;

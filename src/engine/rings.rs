@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use super::invalid::Invalid;
 use super::model::{NamespaceInfo, Settings};
-use super::validate::Invalid;
 use crate::api::{ALLOW_FROM_LABEL, ConfigRolloutSpec, RingStatus};
 
 /// One ring's targets as resolved when a revision starts.

@@ -15,7 +15,6 @@ use super::gates::{
 use super::invalid::Invalid;
 use super::layout;
 use super::message::{self, LIST_LIMIT, Observed, bounded_list, drift_list};
-use super::model::TargetState;
 use super::model::{Action, Decision, EventNote, EventType, GatePurpose, Inputs, Request};
 use super::rings::{ResolvedRing, alive_namespaces, check_permitted, check_unclaimed, resolve};
 use super::rollback::{holds_prior, restamp_actions, restore_order};
@@ -25,14 +24,6 @@ use crate::api::{
     ConfigRolloutStatus, FIELD_MANAGER, GateStatus, HandledRequests, HistoryEntry, Phase,
     PriorsStatus, RingPhase, RingStatus, RollbackStatus,
 };
-
-/// Whether a target holds `revision` as written by the rollout `key`.
-pub(crate) fn holds_revision(target: &TargetState, revision: &str, key: &str) -> bool {
-    target.exists
-        && target.content_hash.as_deref() == Some(revision)
-        && target.revision.as_deref() == Some(revision)
-        && target.rollout.as_deref() == Some(key)
-}
 
 /// History entries kept in status, newest first.
 const HISTORY_LIMIT: usize = 10;
@@ -121,7 +112,7 @@ impl<'a> Step<'a> {
             .world
             .targets
             .get(ns)
-            .is_some_and(|t| holds_revision(t, self.revision(), &self.key))
+            .is_some_and(|t| t.holds_revision(self.revision(), &self.key))
     }
 
     /// Targets this rollout overwrote since the rollback point (they carry its
@@ -992,7 +983,7 @@ impl<'a> Step<'a> {
                     .and_then(|t| t.last_manager.as_deref())
                     .filter(|m| *m != FIELD_MANAGER)
                     .map(str::to_string);
-                let same = target.is_some_and(|t| holds_revision(t, revision, &self.key));
+                let same = target.is_some_and(|t| t.holds_revision(revision, &self.key));
                 (!same || foreign.is_some()).then(|| (ns.clone(), foreign))
             })
             .collect()
@@ -1014,7 +1005,7 @@ impl<'a> Step<'a> {
                         world
                             .targets
                             .get(*ns)
-                            .is_some_and(|t| holds_revision(t, &revision, &self.key))
+                            .is_some_and(|t| t.holds_revision(&revision, &self.key))
                     })
                     .count();
                 ring.updated = u32::try_from(updated).unwrap_or(u32::MAX);

@@ -183,6 +183,16 @@ pub struct TargetState {
     pub last_manager: Option<String>,
 }
 
+impl TargetState {
+    /// Whether the target holds `revision` as written by the rollout `key`.
+    pub(crate) fn holds_revision(&self, revision: &str, key: &str) -> bool {
+        self.exists
+            && self.content_hash.as_deref() == Some(revision)
+            && self.revision.as_deref() == Some(revision)
+            && self.rollout.as_deref() == Some(key)
+    }
+}
+
 /// What a target held before the current rollback point's first overwrite.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PriorRecord {

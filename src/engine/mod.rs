@@ -89,6 +89,7 @@ mod preview;
 mod revision;
 mod rings;
 mod rollback;
+mod status;
 mod validate;
 
 #[cfg(test)]

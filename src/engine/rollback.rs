@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Action, PriorRecord, TargetState, WorkloadKind, WorkloadState};
+use super::model::{Action, PriorRecord, TargetState, WorkloadKind, WorkloadState, World};
+use super::rings::alive_namespaces;
 use crate::api::ConfigRolloutStatus;
 
 /// Targets with a prior record, in restore order: targets of rings after the
@@ -92,6 +93,58 @@ pub(crate) fn restamp_actions(
             })
         })
         .collect()
+}
+
+/// Targets the rollout `key` overwrote since the rollback point (they carry its
+/// annotation with a revision other than `stable`) whose prior is not on record,
+/// or whose record cannot be trusted or was accepted as lost: nothing is ever
+/// restored there.
+pub(crate) fn priors_missing(world: &World, key: &str, stable: Option<&str>) -> Vec<String> {
+    let mut missing = priors_unknown(world, key, stable);
+    missing.extend(
+        world
+            .priors
+            .iter()
+            .filter(|(_, p)| p.lost)
+            .map(|(ns, _)| ns.clone()),
+    );
+    missing.sort();
+    missing
+}
+
+/// The missing priors no one has accepted as lost yet: they hold forward progress.
+pub(crate) fn priors_unknown(world: &World, key: &str, stable: Option<&str>) -> Vec<String> {
+    let alive = alive_namespaces(&world.namespaces);
+    let mut missing: BTreeSet<&str> = world
+        .targets
+        .iter()
+        .filter(|(ns, t)| {
+            t.exists
+                && t.rollout.as_deref() == Some(key)
+                && t.revision.is_some()
+                && t.revision.as_deref() != stable
+                && !world.priors.contains_key(ns.as_str())
+                && alive.contains(ns.as_str())
+        })
+        .map(|(ns, _)| ns.as_str())
+        .collect();
+    missing.extend(world.unreadable_priors.keys().map(String::as_str));
+    missing.into_iter().map(str::to_string).collect()
+}
+
+/// Records the persisted status counts that the store does not hold and that
+/// the `named` missing targets do not account for: a store that lost records
+/// is never taken at its word.
+pub(crate) fn priors_lost_unnamed(
+    persisted: &ConfigRolloutStatus,
+    world: &World,
+    named: usize,
+) -> u32 {
+    let recorded = persisted.priors.as_ref().map_or(0, |p| p.recorded);
+    let found = world.priors.len() + world.unreadable_priors.len();
+    let found = u32::try_from(found).unwrap_or(u32::MAX);
+    let named = u32::try_from(named).unwrap_or(u32::MAX);
+    recorded.saturating_sub(found).saturating_sub(named)
 }
 
 #[cfg(test)]

@@ -183,6 +183,51 @@ pub(crate) fn parse_selector(selector: &LabelSelector) -> Result<Selector, Strin
     Selector::try_from(selector.clone()).map_err(|e| e.to_string())
 }
 
+/// The namespaces a rollout can concern: those its rings list or select, those
+/// its status's rings hold and those it holds prior records in. The controller
+/// observes only these, and maps namespace events to rollouts by them.
+#[derive(Debug)]
+pub(crate) struct Scope<'a> {
+    named: BTreeSet<&'a str>,
+    /// The rings' selectors that parse: a malformed one (the spec is invalid) selects nothing.
+    selectors: Vec<Selector>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(
+        spec: &'a ConfigRolloutSpec,
+        rings: &'a [RingStatus],
+        recorded: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let named = spec
+            .rings
+            .iter()
+            .flat_map(|r| r.namespaces.iter().flatten())
+            .chain(rings.iter().flat_map(|r| &r.targets))
+            .map(String::as_str)
+            .chain(recorded)
+            .collect();
+        let selectors = spec
+            .rings
+            .iter()
+            .filter_map(|r| r.namespace_selector.as_ref())
+            .filter_map(|s| parse_selector(s).ok())
+            .collect();
+        Self { named, selectors }
+    }
+
+    /// The namespaces named explicitly: listed by a ring, a ring's target in status, or
+    /// holding a prior record. They need not exist.
+    pub fn named(&self) -> &BTreeSet<&'a str> {
+        &self.named
+    }
+
+    /// Whether the namespace `name` with `labels` is in scope.
+    pub fn contains(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.named.contains(name) || self.selectors.iter().any(|s| s.matches(labels))
+    }
+}
+
 /// The confused-deputy guard: a rollout may write into its own namespace,
 /// into namespaces labelled `ringfence.dev/allow-from=<its namespace>`, or
 /// anywhere when its namespace is trusted by the operator's settings.
@@ -267,7 +312,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     use super::*;
-    use crate::engine::testkit::{ns, ns_labelled, spec_with_rings, test_key};
+    use crate::engine::testkit::{ns, ns_labelled, selector, spec_with_rings, test_key};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -348,6 +393,44 @@ mod tests {
         assert!(err.message.starts_with("ring broad: "), "{}", err.message);
         let err = resolve(&spec, &[ns("a")]).unwrap_err();
         assert_eq!(err.reason, "InvalidSelector");
+    }
+
+    #[test]
+    fn scope_covers_lists_selectors_status_targets_and_records() {
+        let mut spec = spec_with_rings(&[("canary", &["cell-1"]), ("broad", &[])]);
+        spec.rings[1].namespaces = None;
+        spec.rings[1].namespace_selector = Some(selector(&[("ring", "broad")]));
+        let rings = vec![RingStatus {
+            name: "old".into(),
+            targets: vec!["cell-0".into()],
+            ..RingStatus::default()
+        }];
+        let scope = Scope::new(&spec, &rings, ["cell-9"]);
+        assert_eq!(
+            scope.named(),
+            &BTreeSet::from(["cell-0", "cell-1", "cell-9"])
+        );
+        let none = BTreeMap::new();
+        for name in ["cell-0", "cell-1", "cell-9"] {
+            assert!(scope.contains(name, &none), "{name}");
+        }
+        assert!(scope.contains("cell-2", &labels(&[("ring", "broad")])));
+        assert!(!scope.contains("cell-3", &labels(&[("ring", "other")])));
+        assert!(!scope.contains("cell-3", &none));
+    }
+
+    #[test]
+    fn malformed_selector_puts_nothing_in_scope() {
+        let mut spec = spec_with_rings(&[("broad", &[])]);
+        spec.rings[0].namespaces = None;
+        spec.rings[0].namespace_selector = Some(LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![expr("ring", "In", &[])]),
+        });
+        let scope = Scope::new(&spec, &[], []);
+        assert!(scope.named().is_empty());
+        assert!(!scope.contains("cell-1", &labels(&[("ring", "broad")])));
+        assert!(!scope.contains("cell-1", &BTreeMap::new()));
     }
 
     #[test]

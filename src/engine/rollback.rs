@@ -150,7 +150,8 @@ pub(crate) fn priors_lost_unnamed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::RingStatus;
+    use crate::api::{PriorsStatus, RingStatus};
+    use crate::engine::model::NamespaceInfo;
 
     fn prior(hash: Option<&str>) -> PriorRecord {
         PriorRecord {
@@ -159,6 +160,57 @@ mod tests {
             revision: None,
             lost: false,
         }
+    }
+
+    #[test]
+    fn priors_are_missing_where_overwritten_unrecorded_untrusted_or_lost() {
+        let written = |revision: &str| TargetState {
+            exists: true,
+            revision: Some(revision.into()),
+            content_hash: Some(revision.into()),
+            rollout: Some("platform/r".into()),
+            last_manager: None,
+        };
+        let alive = |name: &str| NamespaceInfo {
+            name: name.into(),
+            ..NamespaceInfo::default()
+        };
+        let world = World {
+            namespaces: ["a", "b", "c", "d"].map(alive).to_vec(),
+            targets: BTreeMap::from([
+                ("a".into(), written("new")),
+                ("b".into(), written("new")),
+                ("c".into(), written("stable")),
+            ]),
+            priors: BTreeMap::from([
+                ("b".into(), prior(Some("old"))),
+                (
+                    "d".into(),
+                    PriorRecord {
+                        lost: true,
+                        ..prior(None)
+                    },
+                ),
+            ]),
+            unreadable_priors: BTreeMap::from([("e".into(), "bad hash".into())]),
+            ..World::default()
+        };
+        let stable = Some("stable");
+        assert_eq!(priors_unknown(&world, "platform/r", stable), ["a", "e"]);
+        assert_eq!(
+            priors_missing(&world, "platform/r", stable),
+            ["a", "d", "e"]
+        );
+        assert_eq!(priors_unknown(&world, "platform/other", stable), ["e"]);
+        let persisted = ConfigRolloutStatus {
+            priors: Some(PriorsStatus {
+                epoch: 1,
+                recorded: 6,
+            }),
+            ..ConfigRolloutStatus::default()
+        };
+        // 6 recorded, 3 found, 2 named: 1 lost that no target names.
+        assert_eq!(priors_lost_unnamed(&persisted, &world, 2), 1);
     }
 
     #[test]

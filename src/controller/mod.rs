@@ -51,7 +51,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 
 use crate::api::{ConfigKind, ConfigRollout, ROLLOUT_ANNOTATION, SourceRef};
-use crate::engine::{AddressPolicy, Settings};
+use crate::engine::{AddressPolicy, Scope, Settings};
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness};
 use layout::Layouts;
@@ -485,11 +485,7 @@ fn targets_namespace(
     ns: &str,
     targeting: &HashSet<ObjectRef<ConfigRollout>>,
 ) -> bool {
-    targeting.contains(&ObjectRef::from_obj(r))
-        || r.spec
-            .rings
-            .iter()
-            .any(|ring| ring.namespaces.iter().flatten().any(|t| t == ns))
+    targeting.contains(&ObjectRef::from_obj(r)) || Scope::new(&r.spec, &[], []).named().contains(ns)
 }
 
 fn by_workload<K: Resource>(

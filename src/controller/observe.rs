@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::ListParams;
-use kube::core::{ObjectMeta, Selector, SelectorExt};
+use kube::core::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
@@ -16,7 +16,7 @@ use super::observed::{ObservedTarget, Snapshot};
 use super::priors::{PriorStore, Priors, RecordMeta};
 use super::workloads;
 use crate::api::{ConfigKind, ConfigRollout, ConfigRolloutStatus, ValidationRule};
-use crate::engine::{NamespaceInfo, ResolvedConfig, RevisionKey, TargetState, World};
+use crate::engine::{NamespaceInfo, ResolvedConfig, RevisionKey, Scope, TargetState, World};
 use crate::validation::data::RULES_KEY;
 
 /// The world, plus the prior records the actions need.
@@ -115,27 +115,18 @@ pub fn candidate_namespaces(
     status: &ConfigRolloutStatus,
     namespaces: &[NamespaceInfo],
 ) -> BTreeSet<String> {
-    let mut out: BTreeSet<String> = status
-        .rings
+    let scope = Scope::new(&rollout.spec, &status.rings, []);
+    let selected = namespaces
         .iter()
-        .flat_map(|r| r.targets.iter().cloned())
-        .collect();
-    for ring in &rollout.spec.rings {
-        out.extend(ring.namespaces.iter().flatten().cloned());
-        if let Some(selector) = ring
-            .namespace_selector
-            .clone()
-            .and_then(|s| Selector::try_from(s).ok())
-        {
-            out.extend(
-                namespaces
-                    .iter()
-                    .filter(|n| selector.matches(&n.labels))
-                    .map(|n| n.name.clone()),
-            );
-        }
-    }
-    out
+        .filter(|n| scope.contains(&n.name, &n.labels))
+        .map(|n| n.name.as_str());
+    scope
+        .named()
+        .iter()
+        .copied()
+        .chain(selected)
+        .map(str::to_string)
+        .collect()
 }
 
 /// The namespaces this rollout can concern: those its rings list or select, those its
@@ -147,33 +138,16 @@ fn namespaces(
     status: &ConfigRolloutStatus,
     recorded: &BTreeMap<String, RecordMeta>,
 ) -> Vec<NamespaceInfo> {
-    let selectors: Vec<Selector> = rollout
-        .spec
-        .rings
-        .iter()
-        .filter_map(|r| r.namespace_selector.clone())
-        .filter_map(|s| Selector::try_from(s).ok())
-        .collect();
-    let named: BTreeSet<&str> = rollout
-        .spec
-        .rings
-        .iter()
-        .flat_map(|r| r.namespaces.iter().flatten())
-        .chain(status.rings.iter().flat_map(|r| &r.targets))
-        .chain(recorded.keys())
-        .map(String::as_str)
-        .collect();
+    let scope = Scope::new(
+        &rollout.spec,
+        &status.rings,
+        recorded.keys().map(String::as_str),
+    );
     let mut out: Vec<NamespaceInfo> = ctx
         .namespaces
         .state()
         .iter()
-        .filter(|ns| {
-            ns.metadata
-                .name
-                .as_deref()
-                .is_some_and(|n| named.contains(n))
-                || selectors.iter().any(|s| s.matches(ns.labels()))
-        })
+        .filter(|ns| scope.contains(ns.metadata.name.as_deref().unwrap_or_default(), ns.labels()))
         .map(|ns| namespace_info(&ns.metadata))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::model::*;
 use super::testkit::*;
-use super::{decide, gate_requests};
+use super::{ResolvedConfig, decide, gate_requests};
 use crate::api::{ALLOW_FROM_LABEL, FIELD_MANAGER, Phase, RingPhase, Verdict};
 
 fn two_rings() -> Sim {

@@ -4,8 +4,8 @@
 //! the Secret), so a refusal is `Valid=False` naming the gate and nothing is sent. The
 //! gate providers apply the same checks again when they connect or send.
 
+use super::invalid::Invalid;
 use super::model::{CredentialsSecret, Inputs};
-use super::validate::Invalid;
 
 /// A Secret consents to lend its credentials to gates by carrying this label set to `"true"`.
 pub const GATE_CREDENTIALS_LABEL: &str = "ringfence.dev/gate-credentials";

@@ -77,9 +77,11 @@ fn unchanged_namespaces(status: &ConfigRolloutStatus, inputs: &Inputs, plan: &Pl
         .iter()
         .flat_map(|r| r.targets.iter())
         .filter(|ns| {
-            !inputs.world.targets.get(*ns).is_some_and(|t| {
-                super::decide::holds_revision(t, &plan.revision, &rollout_key(inputs))
-            })
+            !inputs
+                .world
+                .targets
+                .get(*ns)
+                .is_some_and(|t| t.holds_revision(&plan.revision, &rollout_key(inputs)))
         })
         .cloned()
         .collect()

@@ -81,6 +81,7 @@ mod decide;
 mod failure;
 mod gate_access;
 mod gates;
+mod invalid;
 mod layout;
 mod message;
 mod model;
@@ -88,6 +89,7 @@ mod preview;
 mod revision;
 mod rings;
 mod rollback;
+mod status;
 mod validate;
 
 #[cfg(test)]
@@ -105,4 +107,5 @@ pub use gates::gate_requests;
 pub use layout::{FIRST_TARGETS, Layout, LayoutRing, hash_of};
 pub use model::*;
 pub use preview::{Preview, Refusal, RingPreview, Skip, Timing, preview};
-pub use revision::{RevisionKey, RevisionKeyTooShort, revision_of};
+pub use revision::{ResolvedConfig, RevisionKey, RevisionKeyTooShort, revision_of};
+pub(crate) use rings::Scope;

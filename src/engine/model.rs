@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::jiff::Timestamp;
 
 use super::address::AddressPolicy;
-use super::revision::RevisionKey;
+use super::revision::{ResolvedConfig, RevisionKey};
 use crate::api::{
-    ABORT_ANNOTATION, ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, Gate, HandledRequests,
+    ABORT_ANNOTATION, ConfigRolloutSpec, ConfigRolloutStatus, Gate, HandledRequests,
     PROMOTE_ANNOTATION, Phase, RETRY_ANNOTATION, ValidationRule, Verdict,
 };
 
@@ -122,14 +122,6 @@ impl Settings {
     }
 }
 
-/// The configuration data after `sourceRef` was followed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResolvedConfig {
-    pub kind: ConfigKind,
-    /// Key to raw bytes (UTF-8 for ConfigMaps, decoded bytes for Secrets).
-    pub data: BTreeMap<String, Vec<u8>>,
-}
-
 /// What the controller observed, as of one reconcile.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct World {
@@ -189,6 +181,16 @@ pub struct TargetState {
     pub rollout: Option<String>,
     /// Field manager of the most recent change, from `managedFields`.
     pub last_manager: Option<String>,
+}
+
+impl TargetState {
+    /// Whether the target holds `revision` as written by the rollout `key`.
+    pub(crate) fn holds_revision(&self, revision: &str, key: &str) -> bool {
+        self.exists
+            && self.content_hash.as_deref() == Some(revision)
+            && self.revision.as_deref() == Some(revision)
+            && self.rollout.as_deref() == Some(key)
+    }
 }
 
 /// What a target held before the current rollback point's first overwrite.

@@ -5,14 +5,22 @@
 //! status, events, target annotations and webhook payloads, and a plain hash
 //! of secret data would let anyone who reads those test guesses offline.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::model::ResolvedConfig;
 use crate::api::ConfigKind;
+
+/// The configuration data after `sourceRef` was followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedConfig {
+    pub kind: ConfigKind,
+    /// Key to raw bytes (UTF-8 for ConfigMaps, decoded bytes for Secrets).
+    pub data: BTreeMap<String, Vec<u8>>,
+}
 
 /// Hex characters kept from the SHA-256: short enough for a printer column,
 /// long enough that two revisions of one rollout never collide in practice.

@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 
+use super::invalid::Invalid;
 use super::model::{NamespaceInfo, Settings};
-use super::validate::Invalid;
 use crate::api::{ALLOW_FROM_LABEL, ConfigRolloutSpec, RingStatus};
 
 /// One ring's targets as resolved when a revision starts.
@@ -96,15 +97,13 @@ pub(crate) fn select(
             }
             out
         } else if let Some(selector) = &ring.namespace_selector {
-            let mut out = Vec::new();
-            for ns in by_name.values() {
-                if selector_matches(selector, &ns.labels)
-                    .map_err(|e| invalid_selector(&ring.name, &e))?
-                {
-                    out.push(*ns);
-                }
-            }
-            out
+            let selector =
+                parse_selector(selector).map_err(|e| invalid_selector(&ring.name, &e))?;
+            by_name
+                .values()
+                .filter(|ns| selector.matches(&ns.labels))
+                .copied()
+                .collect()
         } else {
             Vec::new()
         };
@@ -137,8 +136,7 @@ pub(crate) fn select(
 pub(crate) fn check_selectors(spec: &ConfigRolloutSpec) -> Result<(), Invalid> {
     for ring in &spec.rings {
         if let Some(selector) = &ring.namespace_selector {
-            selector_matches(selector, &BTreeMap::new())
-                .map_err(|e| invalid_selector(&ring.name, &e))?;
+            parse_selector(selector).map_err(|e| invalid_selector(&ring.name, &e))?;
         }
         if ring.namespaces.is_none() && ring.namespace_selector.is_none() {
             return Err(Invalid::new(
@@ -157,41 +155,77 @@ fn invalid_selector(ring: &str, error: &str) -> Invalid {
     Invalid::new("InvalidSelector", format!("ring {ring}: {error}"))
 }
 
-/// Kubernetes label selector semantics: every `matchLabels` entry and every
-/// expression must hold; an empty selector matches everything.
-pub(crate) fn selector_matches(
-    selector: &LabelSelector,
-    labels: &BTreeMap<String, String>,
-) -> Result<bool, String> {
-    let mut matches = true;
-    if let Some(required) = &selector.match_labels {
-        matches &= required.iter().all(|(k, v)| labels.get(k) == Some(v));
-    }
+/// A selector as kube-core matches it, with Kubernetes semantics: every
+/// `matchLabels` entry and every expression must hold, and an empty selector
+/// matches everything. Its shape is checked first: kube-core accepts `In` with
+/// an empty list (matching nothing) and values on `Exists`, which the API server
+/// refuses, and its errors name neither the key nor the operator.
+pub(crate) fn parse_selector(selector: &LabelSelector) -> Result<Selector, String> {
     for expr in selector.match_expressions.iter().flatten() {
         let values = expr.values.as_deref().unwrap_or_default();
-        let value = labels.get(&expr.key);
-        let holds = match expr.operator.as_str() {
+        match expr.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => {
                 return Err(format!(
                     "operator {} on {} needs values",
                     expr.operator, expr.key
                 ));
             }
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
             "Exists" | "DoesNotExist" if !values.is_empty() => {
                 return Err(format!(
                     "operator {} on {} takes no values",
                     expr.operator, expr.key
                 ));
             }
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
             other => return Err(format!("unknown selector operator {other:?}")),
-        };
-        matches &= holds;
+        }
     }
-    Ok(matches)
+    Selector::try_from(selector.clone()).map_err(|e| e.to_string())
+}
+
+/// The namespaces a rollout can concern: those its rings list or select, those
+/// its status's rings hold and those it holds prior records in. The controller
+/// observes only these, and maps namespace events to rollouts by them.
+#[derive(Debug)]
+pub(crate) struct Scope<'a> {
+    named: BTreeSet<&'a str>,
+    /// The rings' selectors that parse: a malformed one (the spec is invalid) selects nothing.
+    selectors: Vec<Selector>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(
+        spec: &'a ConfigRolloutSpec,
+        rings: &'a [RingStatus],
+        recorded: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let named = spec
+            .rings
+            .iter()
+            .flat_map(|r| r.namespaces.iter().flatten())
+            .chain(rings.iter().flat_map(|r| &r.targets))
+            .map(String::as_str)
+            .chain(recorded)
+            .collect();
+        let selectors = spec
+            .rings
+            .iter()
+            .filter_map(|r| r.namespace_selector.as_ref())
+            .filter_map(|s| parse_selector(s).ok())
+            .collect();
+        Self { named, selectors }
+    }
+
+    /// The namespaces named explicitly: listed by a ring, a ring's target in status, or
+    /// holding a prior record. They need not exist.
+    pub fn named(&self) -> &BTreeSet<&'a str> {
+        &self.named
+    }
+
+    /// Whether the namespace `name` with `labels` is in scope.
+    pub fn contains(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.named.contains(name) || self.selectors.iter().any(|s| s.matches(labels))
+    }
 }
 
 /// The confused-deputy guard: a rollout may write into its own namespace,
@@ -278,7 +312,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     use super::*;
-    use crate::engine::testkit::{ns, ns_labelled, spec_with_rings, test_key};
+    use crate::engine::testkit::{ns, ns_labelled, selector, spec_with_rings, test_key};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -311,37 +345,92 @@ mod tests {
                 },
                 match_expressions: if exprs.is_empty() { None } else { Some(exprs) },
             };
-        assert_eq!(selector_matches(&sel(&[], vec![]), &l), Ok(true));
+        let matches = |selector: LabelSelector| parse_selector(&selector).map(|s| s.matches(&l));
+        assert_eq!(matches(sel(&[], vec![])), Ok(true));
+        assert_eq!(matches(sel(&[("ring", "early")], vec![])), Ok(true));
+        assert_eq!(matches(sel(&[("ring", "broad")], vec![])), Ok(false));
         assert_eq!(
-            selector_matches(&sel(&[("ring", "early")], vec![]), &l),
+            matches(sel(&[], vec![expr("tier", "In", &["gold", "x"])])),
             Ok(true)
         );
         assert_eq!(
-            selector_matches(&sel(&[("ring", "broad")], vec![]), &l),
+            matches(sel(&[], vec![expr("tier", "NotIn", &["gold"])])),
             Ok(false)
         );
         assert_eq!(
-            selector_matches(&sel(&[], vec![expr("tier", "In", &["gold", "x"])]), &l),
+            matches(sel(&[], vec![expr("zone", "NotIn", &["a"])])),
             Ok(true)
         );
         assert_eq!(
-            selector_matches(&sel(&[], vec![expr("tier", "NotIn", &["gold"])]), &l),
+            matches(sel(&[], vec![expr("zone", "Exists", &[])])),
             Ok(false)
         );
         assert_eq!(
-            selector_matches(&sel(&[], vec![expr("zone", "NotIn", &["a"])]), &l),
+            matches(sel(&[], vec![expr("zone", "DoesNotExist", &[])])),
             Ok(true)
         );
+        assert!(matches(sel(&[], vec![expr("zone", "Near", &[])])).is_err());
+        assert!(matches(sel(&[], vec![expr("zone", "In", &[])])).is_err());
+        // kube-core alone would take these two; the API server refuses them.
+        let empty_in = LabelSelectorRequirement {
+            values: Some(Vec::new()),
+            ..expr("zone", "In", &[])
+        };
+        assert!(matches(sel(&[], vec![empty_in])).is_err());
+        assert!(matches(sel(&[], vec![expr("zone", "Exists", &["a"])])).is_err());
+    }
+
+    #[test]
+    fn malformed_selector_is_invalid_and_names_the_ring() {
+        let mut spec = spec_with_rings(&[("canary", &["a"]), ("broad", &[])]);
+        spec.rings[1].namespaces = None;
+        spec.rings[1].namespace_selector = Some(LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![expr("zone", "Near", &[])]),
+        });
+        let err = check_selectors(&spec).unwrap_err();
+        assert_eq!(err.reason, "InvalidSelector");
+        assert!(err.message.starts_with("ring broad: "), "{}", err.message);
+        let err = resolve(&spec, &[ns("a")]).unwrap_err();
+        assert_eq!(err.reason, "InvalidSelector");
+    }
+
+    #[test]
+    fn scope_covers_lists_selectors_status_targets_and_records() {
+        let mut spec = spec_with_rings(&[("canary", &["cell-1"]), ("broad", &[])]);
+        spec.rings[1].namespaces = None;
+        spec.rings[1].namespace_selector = Some(selector(&[("ring", "broad")]));
+        let rings = vec![RingStatus {
+            name: "old".into(),
+            targets: vec!["cell-0".into()],
+            ..RingStatus::default()
+        }];
+        let scope = Scope::new(&spec, &rings, ["cell-9"]);
         assert_eq!(
-            selector_matches(&sel(&[], vec![expr("zone", "Exists", &[])]), &l),
-            Ok(false)
+            scope.named(),
+            &BTreeSet::from(["cell-0", "cell-1", "cell-9"])
         );
-        assert_eq!(
-            selector_matches(&sel(&[], vec![expr("zone", "DoesNotExist", &[])]), &l),
-            Ok(true)
-        );
-        assert!(selector_matches(&sel(&[], vec![expr("zone", "Near", &[])]), &l).is_err());
-        assert!(selector_matches(&sel(&[], vec![expr("zone", "In", &[])]), &l).is_err());
+        let none = BTreeMap::new();
+        for name in ["cell-0", "cell-1", "cell-9"] {
+            assert!(scope.contains(name, &none), "{name}");
+        }
+        assert!(scope.contains("cell-2", &labels(&[("ring", "broad")])));
+        assert!(!scope.contains("cell-3", &labels(&[("ring", "other")])));
+        assert!(!scope.contains("cell-3", &none));
+    }
+
+    #[test]
+    fn malformed_selector_puts_nothing_in_scope() {
+        let mut spec = spec_with_rings(&[("broad", &[])]);
+        spec.rings[0].namespaces = None;
+        spec.rings[0].namespace_selector = Some(LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![expr("ring", "In", &[])]),
+        });
+        let scope = Scope::new(&spec, &[], []);
+        assert!(scope.named().is_empty());
+        assert!(!scope.contains("cell-1", &labels(&[("ring", "broad")])));
+        assert!(!scope.contains("cell-1", &BTreeMap::new()));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Action, PriorRecord, TargetState, WorkloadKind, WorkloadState};
+use super::model::{Action, PriorRecord, TargetState, WorkloadKind, WorkloadState, World};
+use super::rings::alive_namespaces;
 use crate::api::ConfigRolloutStatus;
 
 /// Targets with a prior record, in restore order: targets of rings after the
@@ -94,10 +95,63 @@ pub(crate) fn restamp_actions(
         .collect()
 }
 
+/// Targets the rollout `key` overwrote since the rollback point (they carry its
+/// annotation with a revision other than `stable`) whose prior is not on record,
+/// or whose record cannot be trusted or was accepted as lost: nothing is ever
+/// restored there.
+pub(crate) fn priors_missing(world: &World, key: &str, stable: Option<&str>) -> Vec<String> {
+    let mut missing = priors_unknown(world, key, stable);
+    missing.extend(
+        world
+            .priors
+            .iter()
+            .filter(|(_, p)| p.lost)
+            .map(|(ns, _)| ns.clone()),
+    );
+    missing.sort();
+    missing
+}
+
+/// The missing priors no one has accepted as lost yet: they hold forward progress.
+pub(crate) fn priors_unknown(world: &World, key: &str, stable: Option<&str>) -> Vec<String> {
+    let alive = alive_namespaces(&world.namespaces);
+    let mut missing: BTreeSet<&str> = world
+        .targets
+        .iter()
+        .filter(|(ns, t)| {
+            t.exists
+                && t.rollout.as_deref() == Some(key)
+                && t.revision.is_some()
+                && t.revision.as_deref() != stable
+                && !world.priors.contains_key(ns.as_str())
+                && alive.contains(ns.as_str())
+        })
+        .map(|(ns, _)| ns.as_str())
+        .collect();
+    missing.extend(world.unreadable_priors.keys().map(String::as_str));
+    missing.into_iter().map(str::to_string).collect()
+}
+
+/// Records the persisted status counts that the store does not hold and that
+/// the `named` missing targets do not account for: a store that lost records
+/// is never taken at its word.
+pub(crate) fn priors_lost_unnamed(
+    persisted: &ConfigRolloutStatus,
+    world: &World,
+    named: usize,
+) -> u32 {
+    let recorded = persisted.priors.as_ref().map_or(0, |p| p.recorded);
+    let found = world.priors.len() + world.unreadable_priors.len();
+    let found = u32::try_from(found).unwrap_or(u32::MAX);
+    let named = u32::try_from(named).unwrap_or(u32::MAX);
+    recorded.saturating_sub(found).saturating_sub(named)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::RingStatus;
+    use crate::api::{PriorsStatus, RingStatus};
+    use crate::engine::model::NamespaceInfo;
 
     fn prior(hash: Option<&str>) -> PriorRecord {
         PriorRecord {
@@ -106,6 +160,57 @@ mod tests {
             revision: None,
             lost: false,
         }
+    }
+
+    #[test]
+    fn priors_are_missing_where_overwritten_unrecorded_untrusted_or_lost() {
+        let written = |revision: &str| TargetState {
+            exists: true,
+            revision: Some(revision.into()),
+            content_hash: Some(revision.into()),
+            rollout: Some("platform/r".into()),
+            last_manager: None,
+        };
+        let alive = |name: &str| NamespaceInfo {
+            name: name.into(),
+            ..NamespaceInfo::default()
+        };
+        let world = World {
+            namespaces: ["a", "b", "c", "d"].map(alive).to_vec(),
+            targets: BTreeMap::from([
+                ("a".into(), written("new")),
+                ("b".into(), written("new")),
+                ("c".into(), written("stable")),
+            ]),
+            priors: BTreeMap::from([
+                ("b".into(), prior(Some("old"))),
+                (
+                    "d".into(),
+                    PriorRecord {
+                        lost: true,
+                        ..prior(None)
+                    },
+                ),
+            ]),
+            unreadable_priors: BTreeMap::from([("e".into(), "bad hash".into())]),
+            ..World::default()
+        };
+        let stable = Some("stable");
+        assert_eq!(priors_unknown(&world, "platform/r", stable), ["a", "e"]);
+        assert_eq!(
+            priors_missing(&world, "platform/r", stable),
+            ["a", "d", "e"]
+        );
+        assert_eq!(priors_unknown(&world, "platform/other", stable), ["e"]);
+        let persisted = ConfigRolloutStatus {
+            priors: Some(PriorsStatus {
+                epoch: 1,
+                recorded: 6,
+            }),
+            ..ConfigRolloutStatus::default()
+        };
+        // 6 recorded, 3 found, 2 named: 1 lost that no target names.
+        assert_eq!(priors_lost_unnamed(&persisted, &world, 2), 1);
     }
 
     #[test]

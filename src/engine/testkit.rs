@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::model::*;
 pub(crate) use super::revision::tests::test_key;
-use super::{Layout, decide, gate_requests, hash_of, revision_of};
+use super::{Layout, ResolvedConfig, decide, gate_requests, hash_of, revision_of};
 use crate::api::{
     ConfigKind, ConfigRolloutSpec, ConfigRolloutStatus, ConfigSpec, FIELD_MANAGER, Gate, Phase,
     PrometheusGate, RingPhase, RollbackPolicy, Verdict, WebhookGate, WorkloadSpec,

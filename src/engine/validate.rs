@@ -6,27 +6,14 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::gate_access::check_gates;
-use super::model::{Inputs, ResolvedConfig};
-use super::revision::revision_of;
+use super::invalid::Invalid;
+use super::model::Inputs;
+use super::revision::{ResolvedConfig, revision_of};
 use super::rings::check_selectors;
 use crate::api::{
     ConfigKind, ConfigRolloutSpec, Gate, LastValidSpec, Phase, WorkloadSpec, parse_duration,
 };
 use crate::validation::data::{self, Origin, RULES_KEY};
-
-/// Why the spec cannot be acted on: becomes `Valid=False` with this reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Invalid {
-    /// CamelCase condition reason.
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Invalid {
-    pub fn new(reason: &'static str, message: String) -> Self {
-        Self { reason, message }
-    }
-}
 
 /// The spec, checked and parsed.
 #[derive(Clone, Debug, PartialEq)]

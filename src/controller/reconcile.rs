@@ -110,10 +110,12 @@ async fn reconcile_rollout(
     }
     // An empty namespace cache would look like every target namespace is gone.
     let synced = async {
-        super::store_ready(&ctx.namespaces).await && super::store_ready(&ctx.rollouts).await && {
-            ctx.cache.wait_until_ready().await;
-            true
-        }
+        super::watches::store_ready(&ctx.namespaces).await
+            && super::watches::store_ready(&ctx.rollouts).await
+            && {
+                ctx.cache.wait_until_ready().await;
+                true
+            }
     };
     if !tokio::time::timeout(CACHE_SYNC_WAIT, synced)
         .await

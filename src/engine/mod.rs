@@ -108,4 +108,4 @@ pub use layout::{FIRST_TARGETS, Layout, LayoutRing, hash_of};
 pub use model::*;
 pub use preview::{Preview, Refusal, RingPreview, Skip, Timing, preview};
 pub use revision::{ResolvedConfig, RevisionKey, RevisionKeyTooShort, revision_of};
-pub(crate) use rings::Scope;
+pub(crate) use rings::{Scope, listed};

@@ -199,10 +199,7 @@ impl<'a> Scope<'a> {
         rings: &'a [RingStatus],
         recorded: impl IntoIterator<Item = &'a str>,
     ) -> Self {
-        let named = spec
-            .rings
-            .iter()
-            .flat_map(|r| r.namespaces.iter().flatten())
+        let named = listed(spec)
             .chain(rings.iter().flat_map(|r| &r.targets))
             .map(String::as_str)
             .chain(recorded)
@@ -226,6 +223,13 @@ impl<'a> Scope<'a> {
     pub fn contains(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
         self.named.contains(name) || self.selectors.iter().any(|s| s.matches(labels))
     }
+}
+
+/// The namespaces the spec's rings list by name.
+pub(crate) fn listed(spec: &ConfigRolloutSpec) -> impl Iterator<Item = &String> {
+    spec.rings
+        .iter()
+        .flat_map(|r| r.namespaces.iter().flatten())
 }
 
 /// The confused-deputy guard: a rollout may write into its own namespace,

@@ -1,6 +1,6 @@
 //! What every reconcile shares.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -45,6 +45,37 @@ pub struct Context {
     pub cache: std::sync::Arc<super::cache::Cache>,
     /// Ring layouts written or read, and which rollouts target each namespace.
     pub layouts: std::sync::Arc<super::layout::Layouts>,
+    /// The versions this replica's last status writes left.
+    pub written: OwnWrites,
+}
+
+/// The resourceVersion of each rollout (`namespace/name`) as this replica's last status
+/// write left it: a cached rollout at that version is exactly what a fresh read returns,
+/// since any later write would have changed it.
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<String, String>>);
+
+impl OwnWrites {
+    /// Remembers the version a status write of rollout `key` produced (None forgets it).
+    pub fn wrote(&self, key: &str, version: Option<String>) {
+        let mut written = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match version {
+            Some(v) => written.insert(key.to_string(), v),
+            None => written.remove(key),
+        };
+    }
+
+    /// Forgets the rollouts not in `live` (`namespace/name` keys).
+    pub fn retain(&self, live: &HashSet<String>) {
+        let mut written = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        written.retain(|key, _| live.contains(key));
+    }
+
+    /// Whether `version` of rollout `key` is the one this replica's last status write left.
+    pub fn is(&self, key: &str, version: Option<&str>) -> bool {
+        let written = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        version.is_some_and(|v| written.get(key).is_some_and(|w| w == v))
+    }
 }
 
 /// Whether a leadership signal says "lead": it reads `true` and its election is still
@@ -123,5 +154,25 @@ mod tests {
         tx.send_replace(true);
         drop(tx);
         assert!(!leads(Some(&rx)), "a dropped election leads no more");
+    }
+
+    #[test]
+    fn only_the_version_of_the_last_own_write_counts() {
+        let writes = OwnWrites::default();
+        writes.wrote("p/a", Some("7".into()));
+        assert!(writes.is("p/a", Some("7")));
+        assert!(!writes.is("p/a", Some("8")), "someone wrote since");
+        assert!(!writes.is("p/b", Some("7")));
+        assert!(!writes.is("p/a", None));
+        writes.wrote("p/a", Some("9".into()));
+        assert!(!writes.is("p/a", Some("7")), "only the last write");
+        writes.wrote("p/a", None);
+        assert!(!writes.is("p/a", Some("9")), "forgotten");
+        writes.wrote("p/b", Some("1".into()));
+        writes.retain(&HashSet::new());
+        assert!(
+            !writes.is("p/b", Some("1")),
+            "a deleted rollout is forgotten"
+        );
     }
 }

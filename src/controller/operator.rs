@@ -172,6 +172,7 @@ impl Operator {
             corrupt_priors: Default::default(),
             cache: Arc::new(cache::Cache::new(self.settings.revision_key.clone())),
             layouts: Default::default(),
+            written: Default::default(),
             max_inflight_writes: self.options.max_inflight_writes,
         });
 
@@ -274,19 +275,21 @@ impl Operator {
 const ORPHAN_SWEEP: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Deleting a ConfigRollout leaves its targets as they are; its prior records, protected by
-/// a finalizer, are let go here, and the layouts remembered for it are forgotten.
+/// a finalizer, are let go here, and what this replica remembers of it is forgotten.
 async fn release_orphans(ctx: Arc<context::Context>) {
     if !store_ready(&ctx.rollouts).await {
         return;
     }
     loop {
-        let live: HashSet<String> = ctx
-            .rollouts
-            .state()
-            .iter()
-            .filter_map(|g| g.uid())
-            .collect();
+        let rollouts = ctx.rollouts.state();
+        let live: HashSet<String> = rollouts.iter().filter_map(|g| g.uid()).collect();
         ctx.layouts.retain(&live);
+        ctx.written.retain(
+            &rollouts
+                .iter()
+                .map(|g| format!("{}/{}", g.namespace().unwrap_or_default(), g.name_any()))
+                .collect(),
+        );
         if ctx.leads() {
             match priors::release_orphans(&ctx.client, &live).await {
                 Ok(0) => {}

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{Instrument, field};
 
@@ -125,14 +126,28 @@ async fn reconcile_rollout(
     }
     let ns = guard.namespace().unwrap_or_default();
     let api: Api<ConfigRollout> = Api::namespaced(ctx.client.clone(), &ns);
-    // Read fresh: the cache may not hold our own last status write yet, and deciding from a
-    // stale status could repeat a step that was already undone.
-    let Some(rollout) = api
-        .get_opt(&guard.name_any())
-        .await
-        .map_err(|e| Error::kube("read ConfigRollout", e))?
-    else {
-        return Ok(Action::await_change());
+    let key = format!("{ns}/{}", guard.name_any());
+    // Deciding from a stale status could repeat a step that was already undone, so the
+    // cached rollout is used only when it is this replica's own last status write (nothing
+    // was written since, or its version would differ); otherwise it is read fresh.
+    let cached = ctx
+        .rollouts
+        .get(&ObjectRef::from_obj(guard))
+        .and_then(|g| g.0.as_ref().ok().cloned())
+        .filter(|r| ctx.written.is(&key, r.resource_version().as_deref()));
+    let rollout = match cached {
+        Some(rollout) => rollout,
+        None => {
+            let read = api
+                .get_opt(&guard.name_any())
+                .await
+                .map_err(|e| Error::kube("read ConfigRollout", e))?;
+            let Some(rollout) = read else {
+                ctx.written.wrote(&key, None);
+                return Ok(Action::await_change());
+            };
+            rollout
+        }
     };
     if rollout.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -212,8 +227,9 @@ async fn reconcile_rollout(
     let mut desired = decision.status.clone();
     desired.observed_generation = Some(meta.generation);
     ctx.ensure_leading()?;
-    if status::write(&api, &rollout, &desired).await? {
+    if let Some(written) = status::write(&api, &rollout, &desired).await? {
         tracing::debug!(phase = ?desired.phase, "status written");
+        ctx.written.wrote(&key, written.resource_version());
     }
     if layout_changed && let Some(layout) = &desired.layout {
         ctx.layouts.prune(&ctx.client, &rollout, &layout.hash).await;
@@ -247,8 +263,12 @@ async fn report(
     let generation = rollout.metadata.generation.unwrap_or_default();
     let (reported, events) = engine::report_failure(status, failure, generation, now);
     ctx.ensure_leading()?;
-    if let Err(write) = status::write(api, rollout, &reported).await {
-        tracing::warn!(error = %write, "could not report the failure in status");
+    match status::write(api, rollout, &reported).await {
+        Ok(Some(written)) => ctx
+            .written
+            .wrote(&rollout_key(rollout), written.resource_version()),
+        Ok(None) => {}
+        Err(write) => tracing::warn!(error = %write, "could not report the failure in status"),
     }
     ctx.events.publish(&rollout.object_ref(&()), &events).await;
     Ok(())

@@ -42,20 +42,21 @@ pub fn merge_diff(old: &Value, new: &Value) -> Option<Value> {
     }
 }
 
-/// Writes `desired` if it differs from `rollout`'s status; returns whether it wrote.
+/// Writes `desired` if it differs from `rollout`'s status, guarded by the rollout's
+/// resourceVersion; returns the rollout as written, or None when nothing differed.
 pub async fn write(
     api: &Api<ConfigRollout>,
     rollout: &ConfigRollout,
     desired: &ConfigRolloutStatus,
-) -> Result<bool, Error> {
+) -> Result<Option<ConfigRollout>, Error> {
     let current = rollout.status.clone().unwrap_or_default();
     if &current == desired {
-        return Ok(false);
+        return Ok(None);
     }
     let old = serde_json::to_value(&current).unwrap_or(Value::Null);
     let new = serde_json::to_value(desired).unwrap_or(Value::Null);
     let Some(diff) = merge_diff(&old, &new) else {
-        return Ok(false);
+        return Ok(None);
     };
     let patch = json!({
         "metadata": {"resourceVersion": rollout.resource_version()},
@@ -67,8 +68,8 @@ pub async fn write(
     };
     api.patch_status(&rollout.name_any(), &pp, &Patch::Merge(&patch))
         .await
-        .map_err(|e| Error::kube("write status", e))?;
-    Ok(true)
+        .map(Some)
+        .map_err(|e| Error::kube("write status", e))
 }
 
 #[cfg(test)]

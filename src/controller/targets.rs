@@ -340,19 +340,12 @@ fn apply_params() -> PatchParams {
 mod tests {
     use super::*;
 
-    fn config(kind: ConfigKind, data: &[(&str, &[u8])]) -> ResolvedConfig {
-        ResolvedConfig {
-            kind,
-            data: data
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_vec()))
-                .collect(),
-        }
-    }
-
     #[test]
     fn apply_body_labels_and_annotates() {
-        let c = config(ConfigKind::ConfigMap, &[("k", b"v")]);
+        let c = ResolvedConfig {
+            kind: ConfigKind::ConfigMap,
+            data: BTreeMap::from([("k".to_string(), b"v".to_vec())]),
+        };
         let d = Desired::revision(&c, "abc", "platform/flags");
         let body = d.apply_body(ConfigKind::ConfigMap, "flags", "cell-1");
         assert_eq!(body["metadata"]["labels"][MANAGED_BY_LABEL], "ringfence");

@@ -13,7 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kube_emulator::RequestMatch;
 use ringfence::api::{ConfigRollout, RingPhase};
 use serde_json::{Value, json};
 use support::cluster::{Cluster, http_get, phase};
@@ -266,17 +265,7 @@ async fn health_follows_a_live_rollout_through_every_phase() {
 
     // The gate fails while ring two's target cannot be restored: the rollback stays in
     // progress until the API accepts the writes again.
-    for verb in ["create", "update", "patch", "delete"] {
-        c.emu.faults().fail_fraction(
-            1.0,
-            RequestMatch::any()
-                .verb(verb)
-                .resource("configmaps")
-                .namespace("cell-2"),
-            500,
-            1,
-        );
-    }
+    c.fail_config_map_writes("cell-2", 500);
     fail.store(true, Ordering::Relaxed);
     c.wait_rollout(NS, "flags", "RollingBack", |r| phase(r) == "RollingBack")
         .await;

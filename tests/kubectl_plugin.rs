@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use kube_emulator::RequestMatch;
 use ringfence::api::{ConfigRollout, RingPhase};
 use serde_json::{Value, json};
 use support::background::{self, Background};
@@ -219,17 +218,7 @@ async fn get_and_history_follow_a_rollout_through_its_rollback() {
     );
 
     // The gate fails while cell-2 cannot be restored: the rollback stays in progress.
-    for verb in ["create", "update", "patch", "delete"] {
-        c.emu.faults().fail_fraction(
-            1.0,
-            RequestMatch::any()
-                .verb(verb)
-                .resource("configmaps")
-                .namespace("cell-2"),
-            500,
-            1,
-        );
-    }
+    c.fail_config_map_writes("cell-2", 500);
     fail.store(true, Ordering::Relaxed);
     c.wait_rollout(NS, "flags", "RollingBack", |r| phase(r) == "RollingBack")
         .await;

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use kube_emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
+use kube_emulator::{Emulator, EmulatorBuilder, EmulatorHandle, RequestMatch};
 use ringfence::api::ConfigRollout;
 use ringfence::controller::{Operator, Options, RevisionKeySource};
 use ringfence::engine::{AddressPolicy, RevisionKey};
@@ -114,6 +114,22 @@ impl Cluster {
     pub async fn kill_controller(&mut self) {
         if let Some(task) = self.controller.take() {
             task.stop().await;
+        }
+    }
+
+    /// Makes every write to ConfigMaps in `namespace` fail with `code`, until the faults
+    /// are cleared.
+    pub fn fail_config_map_writes(&self, namespace: &str, code: u16) {
+        for verb in ["create", "update", "patch", "delete"] {
+            self.emu.faults().fail_fraction(
+                1.0,
+                RequestMatch::any()
+                    .verb(verb)
+                    .resource("configmaps")
+                    .namespace(namespace),
+                code,
+                1,
+            );
         }
     }
 

@@ -227,7 +227,11 @@ async fn reconcile_rollout(
     let mut desired = decision.status.clone();
     desired.observed_generation = Some(meta.generation);
     ctx.ensure_leading()?;
-    if let Some(written) = status::write(&api, &rollout, &desired).await? {
+    // A refused write (a 409: someone wrote since) means the next reconcile reads afresh.
+    let written = status::write(&api, &rollout, &desired)
+        .await
+        .inspect_err(|_| ctx.written.wrote(&key, None))?;
+    if let Some(written) = written {
         tracing::debug!(phase = ?desired.phase, "status written");
         ctx.written.wrote(&key, written.resource_version());
     }
@@ -268,7 +272,10 @@ async fn report(
             .written
             .wrote(&rollout_key(rollout), written.resource_version()),
         Ok(None) => {}
-        Err(write) => tracing::warn!(error = %write, "could not report the failure in status"),
+        Err(write) => {
+            ctx.written.wrote(&rollout_key(rollout), None);
+            tracing::warn!(error = %write, "could not report the failure in status");
+        }
     }
     ctx.events.publish(&rollout.object_ref(&()), &events).await;
     Ok(())

@@ -467,7 +467,14 @@ impl<'a> Step<'a> {
             if let Some(ring) = self.status.rings.get_mut(index) {
                 ring.phase = RingPhase::Verifying;
             }
-            self.requeue_now();
+            // Without gates the ring is judged from this same observation, so one with
+            // nothing to wait for is promoted in this step (the next ring's writes still
+            // wait for that to be persisted); gates are first evaluated in the next step.
+            if self.plan.gates.is_empty() {
+                self.verify(index);
+            } else {
+                self.requeue_now();
+            }
             return;
         }
         if let Some(deadline) = self.deadline(&ring) {
@@ -501,7 +508,7 @@ impl<'a> Step<'a> {
             .cloned()
             .collect();
         if !unrecorded.is_empty() {
-            self.recording = unrecorded.len();
+            self.recording = self.recording.saturating_add(unrecorded.len());
             self.actions.push(Action::RecordPriors {
                 namespaces: unrecorded,
             });

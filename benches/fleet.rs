@@ -199,9 +199,12 @@ impl Bench {
             .arg(format!("--revision-key-namespace={NS}"))
             .arg("--gate-allowed-hosts=127.0.0.1/32")
             .arg("--concurrency=16")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("RINGFENCE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(controller_log())
             .spawn()
             .expect("controller starts");
         self.controller = Some(child);
@@ -298,6 +301,13 @@ impl Drop for Bench {
             let _ = c.wait();
         }
     }
+}
+
+/// The controller's log: discarded, unless `RINGFENCE_BENCH_LOG_FILE` names a file for it.
+fn controller_log() -> Stdio {
+    std::env::var_os("RINGFENCE_BENCH_LOG_FILE")
+        .and_then(|path| std::fs::File::create(path).ok())
+        .map_or_else(Stdio::null, Stdio::from)
 }
 
 fn free_port() -> u16 {

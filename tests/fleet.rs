@@ -1,6 +1,7 @@
 //! A fleet: a second revision of a 3,000-target rollout completes (the prior store has no
 //! size cliff), with a bounded number of API requests per target written and a status
-//! whose size does not grow with the targets.
+//! whose size does not grow with the targets; and a large ring, whose priors are read by
+//! listing, rolls back exactly.
 
 mod support;
 
@@ -13,7 +14,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use ringfence::api::REVISION_ANNOTATION;
 use serde_json::json;
-use support::cluster::{Cluster, phase};
+use support::cluster::{Cluster, data, phase};
 
 const NS: &str = "platform";
 const CELLS: usize = 3000;
@@ -122,5 +123,80 @@ async fn a_second_revision_of_three_thousand_targets_completes() {
                 .collect();
         assert_eq!(targets.len(), CELLS);
         assert!(targets.values().all(|rev| *rev == revision));
+    }
+}
+
+/// A ring large enough that its priors are read by one paginated list, not target by
+/// target: every prior (distinct contents, and absence) is still restored exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_ring_whose_priors_were_listed_rolls_back_exactly() {
+    const CELLS: usize = 1200;
+    let cell = |i: usize| format!("big-{i:04}");
+    let mut c = Cluster::start().await;
+    c.namespace(NS, &[]).await;
+    let api = Api::<Namespace>::all(c.client.clone());
+    stream::iter(0..CELLS)
+        .for_each_concurrent(32, |i| {
+            let (api, c) = (api.clone(), &c);
+            async move {
+                let ring = if i % 10 == 0 { "one" } else { "two" };
+                let ns: Namespace = serde_json::from_value(json!({"metadata": {
+                    "name": cell(i),
+                    "labels": {"ring": ring, "ringfence.dev/allow-from": NS},
+                }}))
+                .unwrap();
+                api.create(&PostParams::default(), &ns)
+                    .await
+                    .expect("namespace created");
+                // Every other cell holds its own prior; the rest have none.
+                if i % 2 == 0 {
+                    let value = format!("prior-{i}");
+                    c.config_map(&cell(i), "big-flags", &[("value", &value)])
+                        .await;
+                }
+            }
+        })
+        .await;
+    c.start_controller().await;
+    let url = support::webhook::serve_fixed(true).await;
+    let ring = |name: &str| json!({"name": name, "namespaceSelector": {"matchLabels": {"ring": name}}, "bake": "0s"});
+    let seq = c.emu.request_log().last_seq();
+    c.apply_rollout(
+        NS,
+        json!({
+            "metadata": {"name": "big"},
+            "spec": {
+                "config": {"name": "big-flags", "data": {"value": "new"}},
+                "rings": [ring("one"), ring("two")],
+                "gates": [{"name": "smoke", "interval": "1s", "webhook": {"url": url}}],
+            },
+        }),
+    )
+    .await;
+    c.wait_rollout(NS, "big", "RolledBack", |r| phase(r) == "RolledBack")
+        .await;
+    // Until the rollback reads its first record, ring two's priors came from a list: no
+    // read of each of its 1,080 targets.
+    let reads = c
+        .emu
+        .request_log()
+        .since(seq)
+        .into_iter()
+        .take_while(|q| !(q.verb == "get" && q.name.starts_with("ringfence-prior-")))
+        .filter(|q| q.resource == "configmaps" && q.verb == "get" && q.name == "big-flags")
+        .count();
+    assert!(
+        reads < CELLS / 4,
+        "{reads} target reads for {CELLS} targets"
+    );
+    let targets = c.targets("big-flags").await;
+    for i in 0..CELLS {
+        let held = targets.get(&cell(i)).map(data);
+        if i % 2 == 0 {
+            let want = BTreeMap::from([("value".to_string(), format!("prior-{i}"))]);
+            assert_eq!(held, Some(want), "{} restored", cell(i));
+        } else {
+            assert_eq!(held, None, "{} had no target: deleted again", cell(i));
+        }
     }
 }

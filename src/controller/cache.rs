@@ -4,7 +4,7 @@
 //! - **targets**: every ConfigMap and Secret labelled `app.kubernetes.io/managed-by=ringfence`
 //!   (prior records excepted), kept as the engine's [`TargetState`] (content hash, ringfence's
 //!   annotations, last field manager): a full-object watch whose data is hashed and dropped;
-//! - **records**: the metadata of every prior record, by owning rollout.
+//! - **records**: every prior record's identity and parsed prior, by owning rollout.
 //!
 //! A target that leaves the watch's selector (a restore that puts back a prior without
 //! ringfence's label) is kept as last seen; a deleted one is forgotten. The controller also
@@ -12,7 +12,7 @@
 //! watch. An entry is only ever replaced by a newer resourceVersion.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,6 +20,7 @@ use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
 use super::observed::ObservedTarget;
+use super::record::{CachedRecord, owner};
 use crate::api::{ConfigKind, FIELD_MANAGER, MANAGED_BY_LABEL, PRIORS_OF_LABEL};
 use crate::engine::{RevisionKey, TargetState};
 
@@ -39,11 +40,13 @@ struct Targets {
     relist: HashMap<ConfigKind, HashMap<TargetKey, Seen>>,
 }
 
+type RecordsByOwner = HashMap<String, HashMap<String, Arc<CachedRecord>>>;
+
 #[derive(Default)]
 struct Records {
-    /// Rollout uid → namespace → record metadata.
-    live: HashMap<String, HashMap<String, ObjectMeta>>,
-    relist: Option<HashMap<String, HashMap<String, ObjectMeta>>>,
+    /// Rollout uid → namespace → record.
+    live: RecordsByOwner,
+    relist: Option<RecordsByOwner>,
 }
 
 /// The shared cache; `ready` reads true once every watch has listed once.
@@ -210,8 +213,8 @@ impl Cache {
         self.target_event(ConfigKind::Secret, &event, first);
     }
 
-    /// The metadata of the records a rollout owns, by namespace.
-    pub fn records(&self, uid: &str) -> Vec<ObjectMeta> {
+    /// The records a rollout owns, with their namespaces.
+    pub fn records(&self, uid: &str) -> Vec<(String, Arc<CachedRecord>)> {
         self.records
             .iter()
             .flat_map(|r| {
@@ -219,7 +222,11 @@ impl Cache {
                 records
                     .live
                     .get(uid)
-                    .map(|m| m.values().cloned().collect::<Vec<_>>())
+                    .map(|m| {
+                        m.iter()
+                            .map(|(ns, r)| (ns.clone(), r.clone()))
+                            .collect::<Vec<_>>()
+                    })
                     .unwrap_or_default()
             })
             .collect()
@@ -240,7 +247,7 @@ impl Cache {
             )
         });
         if newer {
-            slot.insert(ns, meta.clone());
+            slot.insert(ns, Arc::new(CachedRecord::of(meta)));
         }
     }
 
@@ -253,10 +260,10 @@ impl Cache {
             Event::Init => records.relist = Some(HashMap::new()),
             Event::InitApply(meta) => {
                 if let (Some(relist), Some(uid)) = (records.relist.as_mut(), owner(meta)) {
-                    relist
-                        .entry(uid)
-                        .or_default()
-                        .insert(meta.namespace.clone().unwrap_or_default(), meta.clone());
+                    relist.entry(uid).or_default().insert(
+                        meta.namespace.clone().unwrap_or_default(),
+                        Arc::new(CachedRecord::of(meta)),
+                    );
                 }
             }
             Event::InitDone => {
@@ -282,10 +289,6 @@ impl Cache {
             }
         }
     }
-}
-
-fn owner(meta: &ObjectMeta) -> Option<String> {
-    meta.labels.as_ref()?.get(PRIORS_OF_LABEL).cloned()
 }
 
 fn insert_newer(map: &mut HashMap<TargetKey, Seen>, key: TargetKey, seen: Seen) {

@@ -17,6 +17,7 @@ mod observed;
 mod operator;
 mod priors;
 mod reconcile;
+mod record;
 mod revision_key;
 mod status;
 mod targets;

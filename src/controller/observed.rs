@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
@@ -204,6 +205,55 @@ pub async fn fetch_target(
             }),
     })
 }
+
+/// Reads whole every target named `name`, across namespaces, in pages: a large batch of
+/// targets costs a few requests instead of one each. The list is one consistent snapshot, so
+/// a namespace missing from it has no such target.
+pub async fn list_targets(
+    client: &Client,
+    kind: ConfigKind,
+    name: &str,
+    key: &RevisionKey,
+) -> Result<BTreeMap<String, ObservedTarget>, Error> {
+    let what = format!("list {} {name}", kind.as_str());
+    let mut out = BTreeMap::new();
+    let mut params = ListParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .limit(LIST_PAGE);
+    loop {
+        let next = match kind {
+            ConfigKind::ConfigMap => {
+                let page = Api::<ConfigMap>::all(client.clone())
+                    .list(&params)
+                    .await
+                    .map_err(|e| Error::kube(&what, e))?;
+                for cm in &page.items {
+                    let ns = cm.metadata.namespace.clone().unwrap_or_default();
+                    out.insert(ns, ObservedTarget::from_config_map(cm, key));
+                }
+                page.metadata.continue_
+            }
+            ConfigKind::Secret => {
+                let page = Api::<Secret>::all(client.clone())
+                    .list(&params)
+                    .await
+                    .map_err(|e| Error::kube(&what, e))?;
+                for s in &page.items {
+                    let ns = s.metadata.namespace.clone().unwrap_or_default();
+                    out.insert(ns, ObservedTarget::from_secret(s, key));
+                }
+                page.metadata.continue_
+            }
+        };
+        match next.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Objects per page when listing targets.
+const LIST_PAGE: u32 = 500;
 
 #[cfg(test)]
 mod tests {

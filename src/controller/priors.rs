@@ -29,24 +29,26 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::{Api, Client, ResourceExt};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cache::Cache;
 use super::calls::for_each_namespace;
 use super::error::{Error, api_code};
-use super::observed::{ObservedTarget, Snapshot, fetch_target};
+use super::observed::{ObservedTarget, Snapshot, fetch_target, list_targets};
+use super::record::{CachedRecord, PriorMeta, read_prior};
 use crate::api::{
     ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, PRIOR_ANNOTATION, PRIOR_FINALIZER,
     PRIORS_OF_LABEL, ROLLOUT_ANNOTATION,
 };
-use crate::engine::{PriorRecord, RevisionKey};
+use crate::engine::RevisionKey;
 
 const RECORD_PREFIX: &str = "ringfence-prior-";
 /// Records written or read at once.
 const PARALLELISM: usize = 32;
 /// Page size when listing records.
 const PAGE: u32 = 500;
+/// Smallest batch whose priors are read by listing rather than one by one.
+const LIST_AT_LEAST: usize = 64;
 
 /// Name of the record of the target `config_name`, within the 253-character name limit.
 pub fn record_name(config_name: &str) -> String {
@@ -61,63 +63,10 @@ pub fn record_name(config_name: &str) -> String {
     format!("{head}-{short}")
 }
 
-/// What a record says about the prior, beside the data itself.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct PriorMeta {
-    /// Rollback point the record belongs to (`status.priors.epoch`).
-    pub epoch: u64,
-    pub existed: bool,
-    /// The engine's content hash of the data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_hash: Option<String>,
-    /// `ringfence.dev/revision` the target carried.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    /// Prior values of the labels ringfence sets (absent key = label was absent).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// Prior values of the annotations ringfence sets.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-    /// The real prior was lost and a retry accepted it: never restored from.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub lost: bool,
-}
-
-impl PriorMeta {
-    fn of(epoch: u64, target: Option<&ObservedTarget>) -> Self {
-        match target {
-            None => Self {
-                epoch,
-                ..Self::default()
-            },
-            Some(t) => Self {
-                epoch,
-                existed: true,
-                content_hash: Some(t.content_hash.clone()),
-                revision: t.revision.clone(),
-                labels: t.owned_labels.clone(),
-                annotations: t.owned_annotations.clone(),
-                lost: false,
-            },
-        }
-    }
-
-    pub fn record(&self) -> PriorRecord {
-        PriorRecord {
-            existed: self.existed,
-            content_hash: self.content_hash.clone(),
-            revision: self.revision.clone(),
-            lost: self.lost,
-        }
-    }
-}
-
 /// One record as listed (metadata only).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordMeta {
-    pub prior: PriorMeta,
+    pub prior: Arc<PriorMeta>,
     pub resource_version: Option<String>,
 }
 
@@ -198,43 +147,27 @@ impl PriorStore {
         })
     }
 
-    /// The rollout's records, sorted by rollback point, from their listed metadata.
-    pub fn priors(&self, metas: Vec<ObjectMeta>) -> Priors {
+    /// The rollout's records, sorted by rollback point, from the cache's parsed entries.
+    pub fn priors(&self, entries: Vec<(String, Arc<CachedRecord>)>) -> Priors {
         let name = record_name(&self.config_name);
         let mut priors = Priors::default();
-        for meta in metas {
-            if meta.name.as_deref() != Some(name.as_str()) {
+        for (ns, entry) in entries {
+            if entry.name != name {
                 continue;
             }
-            let Some(ns) = meta.namespace.clone() else {
-                continue;
-            };
             priors
                 .versions
-                .insert(ns.clone(), meta.resource_version.clone());
-            let parsed = meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(PRIOR_ANNOTATION))
-                .map(|json| serde_json::from_str::<PriorMeta>(json));
-            let prior = match parsed {
-                Some(Ok(prior)) => prior,
-                Some(Err(e)) => {
-                    priors
-                        .unreadable
-                        .insert(ns, format!("malformed {PRIOR_ANNOTATION}: {e}"));
-                    continue;
-                }
-                None => {
-                    priors
-                        .unreadable
-                        .insert(ns, format!("{PRIOR_ANNOTATION} is missing"));
+                .insert(ns.clone(), entry.resource_version.clone());
+            let prior = match &entry.prior {
+                Ok(prior) => prior.clone(),
+                Err(why) => {
+                    priors.unreadable.insert(ns, why.clone());
                     continue;
                 }
             };
             let record = RecordMeta {
                 prior,
-                resource_version: meta.resource_version,
+                resource_version: entry.resource_version.clone(),
             };
             if record.prior.epoch == self.epoch {
                 priors.current.insert(ns, record);
@@ -250,14 +183,35 @@ impl PriorStore {
     }
 
     /// Records the prior of each target in `namespaces` (read whole from the API just
-    /// before), returning the failures by namespace.
+    /// before), returning the failures by namespace. `scope` is how many namespaces the
+    /// rollout concerns: a batch of a good part of them is read by one paginated list of
+    /// the target's name, a smaller one target by target.
     pub async fn record(
         &self,
         namespaces: &[String],
         priors: &Priors,
+        scope: usize,
     ) -> Vec<(String, RecordError)> {
+        let todo = namespaces
+            .iter()
+            .filter(|ns| !priors.current.contains_key(*ns))
+            .count();
+        let listed = if todo >= LIST_AT_LEAST && todo.saturating_mul(4) >= scope {
+            list_targets(
+                &self.client,
+                self.kind,
+                &self.config_name,
+                &self.revision_key,
+            )
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "reading targets one by one"))
+            .ok()
+        } else {
+            None
+        };
+        let listed = listed.as_ref();
         for_each_namespace(namespaces, PARALLELISM, |ns| async move {
-            self.record_one(&ns, priors).await
+            self.record_one(&ns, priors, listed).await
         })
         .await
     }
@@ -289,19 +243,27 @@ impl PriorStore {
         .await
     }
 
-    async fn record_one(&self, ns: &str, priors: &Priors) -> Result<(), RecordError> {
+    async fn record_one(
+        &self,
+        ns: &str,
+        priors: &Priors,
+        listed: Option<&BTreeMap<String, ObservedTarget>>,
+    ) -> Result<(), RecordError> {
         if priors.current.contains_key(ns) {
             return Ok(());
         }
-        let target = fetch_target(
-            &self.client,
-            self.kind,
-            ns,
-            &self.config_name,
-            &self.revision_key,
-        )
-        .await?
-        .map(|(t, _)| t);
+        let target = match listed {
+            Some(listed) => listed.get(ns).cloned(),
+            None => fetch_target(
+                &self.client,
+                self.kind,
+                ns,
+                &self.config_name,
+                &self.revision_key,
+            )
+            .await?
+            .map(|(t, _)| t),
+        };
         if let Some(t) = &target
             && t.rollout.as_deref() == Some(self.key.as_str())
             && let Some(revision) = t.revision.as_deref()
@@ -350,12 +312,7 @@ impl PriorStore {
                 .unwrap_or_else(|| "unknown".to_string());
             return Err(RecordError::Claimed(claimant));
         }
-        let epoch = found
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(PRIOR_ANNOTATION))
-            .and_then(|j| serde_json::from_str::<PriorMeta>(j).ok())
-            .map(|p| p.epoch);
+        let epoch = read_prior(&found).ok().map(|p| p.epoch);
         if epoch == Some(self.epoch) && !meta.lost {
             return Ok(());
         }
@@ -528,15 +485,7 @@ fn verify(
     {
         return Err(unreadable("the record belongs to another rollout".into()));
     }
-    let prior: PriorMeta = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PRIOR_ANNOTATION))
-        .ok_or_else(|| unreadable(format!("{PRIOR_ANNOTATION} is missing")))
-        .and_then(|j| {
-            serde_json::from_str(j)
-                .map_err(|e| unreadable(format!("malformed {PRIOR_ANNOTATION}: {e}")))
-        })?;
+    let prior = read_prior(meta).map_err(unreadable)?;
     if prior.epoch != epoch {
         return Err(Error::MissingPrior(ns.to_string()));
     }

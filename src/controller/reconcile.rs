@@ -307,7 +307,8 @@ async fn apply_actions(
         ctx.ensure_leading()?;
         match action {
             EngineAction::RecordPriors { namespaces } => {
-                let failures = store.record(namespaces, &observed.priors).await;
+                let scope = observed.world.namespaces.len();
+                let failures = store.record(namespaces, &observed.priors, scope).await;
                 let failed: BTreeSet<&str> = failures.iter().map(|(ns, _)| ns.as_str()).collect();
                 recorded.extend(
                     namespaces

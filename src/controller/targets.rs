@@ -24,7 +24,8 @@ use super::cache::Cache;
 use super::calls::{for_each_namespace, with_retries};
 use super::error::{Error, api_code};
 use super::observed::{ObservedTarget, Snapshot, fetch_target};
-use super::priors::{PriorMeta, PriorStore};
+use super::priors::PriorStore;
+use super::record::PriorMeta;
 use crate::api::{
     ConfigKind, FIELD_MANAGER, MANAGED_BY_LABEL, REVISION_ANNOTATION, ROLLOUT_ANNOTATION,
 };

@@ -14,7 +14,9 @@
 //!
 //! The controller runs as its own process (`ringfence controller`), so its peak RSS is its
 //! own. `cargo bench --bench fleet` runs N = 1,000 and 10,000; `RINGFENCE_BENCH_SCALE=0.1`
-//! (or a first argument) scales every N down.
+//! (or a first argument) scales every N down, `RINGFENCE_BENCH_SCENARIOS=1,3` runs only
+//! those scenarios, and `RINGFENCE_BENCH_LOG=info` with `RINGFENCE_BENCH_LOG_FILE=PATH`
+//! keeps the controller's log.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -44,6 +46,14 @@ fn scale() -> f64 {
         .or_else(|| std::env::var("RINGFENCE_BENCH_SCALE").ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0)
+}
+
+/// Whether scenario `n` runs: all of them, unless `RINGFENCE_BENCH_SCENARIOS` lists some
+/// (e.g. `1,3`).
+fn runs(n: usize) -> bool {
+    std::env::var("RINGFENCE_BENCH_SCENARIOS").map_or(true, |list| {
+        list.split(',').any(|s| s.trim() == n.to_string())
+    })
 }
 
 fn cell(i: usize) -> String {
@@ -551,13 +561,19 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let mut rows = Vec::new();
-        for cells in [n(1000), n(10_000)] {
-            one_rollout(cells, &mut rows).await;
+        if runs(1) {
+            for cells in [n(1000), n(10_000)] {
+                one_rollout(cells, &mut rows).await;
+                print(&rows);
+            }
+        }
+        if runs(2) {
+            rollback(n(10_000), &mut rows).await;
             print(&rows);
         }
-        rollback(n(10_000), &mut rows).await;
-        print(&rows);
-        many_rollouts(n(1000), &mut rows).await;
-        print(&rows);
+        if runs(3) {
+            many_rollouts(n(1000), &mut rows).await;
+            print(&rows);
+        }
     });
 }

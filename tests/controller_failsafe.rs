@@ -20,7 +20,7 @@ use ringfence::api::{LAYOUT_OF_LABEL, PRIORS_OF_LABEL};
 use ringfence::controller::record_name;
 use serde_json::{Value, json};
 use support::background;
-use support::cluster::{Cluster, data, phase};
+use support::cluster::{Cluster, condition, data, phase};
 use support::webhook::serve;
 
 const NS: &str = "platform";
@@ -59,15 +59,6 @@ fn rollout(url: &str, config: Value) -> Value {
 
 fn inline() -> Value {
     json!({"name": "checkout-flags", "data": {"retries": "7"}})
-}
-
-fn condition(r: &ConfigRollout, type_: &str) -> (String, String, String) {
-    r.status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-        .unwrap_or_default()
 }
 
 fn ring_two_baking(r: &ConfigRollout) -> bool {

@@ -1,7 +1,7 @@
 //! A fleet: a second revision of a 3,000-target rollout completes (the prior store has no
 //! size cliff), with a bounded number of API requests per target written and a status
-//! whose size does not grow with the targets; and a large ring, whose priors are read by
-//! listing, rolls back exactly.
+//! whose size does not grow with the targets; and a large ring, whose priors are read and
+//! restored by listing, rolls back exactly.
 
 mod support;
 
@@ -11,10 +11,14 @@ use std::time::Instant;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use ringfence::api::REVISION_ANNOTATION;
 use serde_json::json;
-use support::cluster::{Cluster, data, phase};
+use support::cluster::{Cluster, condition, data, phase};
 
 const NS: &str = "platform";
 const CELLS: usize = 3000;
@@ -126,11 +130,13 @@ async fn a_second_revision_of_three_thousand_targets_completes() {
     }
 }
 
-/// A ring large enough that its priors are read by one paginated list, not target by
-/// target: every prior (distinct contents, and absence) is still restored exactly.
+/// A ring large enough that its priors are read by one paginated list and restored from
+/// pages of records, not target by target: every prior (distinct contents, and absence) is
+/// restored exactly, and a record edited after it was written is never restored from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_ring_whose_priors_were_listed_rolls_back_exactly() {
+async fn a_large_ring_rolls_back_exactly_from_listed_priors() {
     const CELLS: usize = 1200;
+    const TAMPERED: usize = 4;
     let cell = |i: usize| format!("big-{i:04}");
     let mut c = Cluster::start().await;
     c.namespace(NS, &[]).await;
@@ -158,8 +164,9 @@ async fn a_large_ring_whose_priors_were_listed_rolls_back_exactly() {
         })
         .await;
     c.start_controller().await;
-    let url = support::webhook::serve_fixed(true).await;
-    let ring = |name: &str| json!({"name": name, "namespaceSelector": {"matchLabels": {"ring": name}}, "bake": "0s"});
+    let fail = Arc::new(AtomicBool::new(false));
+    let url = support::webhook::serve(fail.clone()).await;
+    let ring = |name: &str, bake: &str| json!({"name": name, "namespaceSelector": {"matchLabels": {"ring": name}}, "bake": bake});
     let seq = c.emu.request_log().last_seq();
     c.apply_rollout(
         NS,
@@ -167,32 +174,66 @@ async fn a_large_ring_whose_priors_were_listed_rolls_back_exactly() {
             "metadata": {"name": "big"},
             "spec": {
                 "config": {"name": "big-flags", "data": {"value": "new"}},
-                "rings": [ring("one"), ring("two")],
+                "rings": [ring("one", "0s"), ring("two", "1h")],
                 "gates": [{"name": "smoke", "interval": "1s", "webhook": {"url": url}}],
             },
         }),
     )
     .await;
-    c.wait_rollout(NS, "big", "RolledBack", |r| phase(r) == "RolledBack")
-        .await;
-    // Until the rollback reads its first record, ring two's priors came from a list: no
-    // read of each of its 1,080 targets.
+    c.wait_rollout(NS, "big", "ring two baking", |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.rings
+                .get(1)
+                .is_some_and(|ring| ring.healthy_since.is_some() && ring.updated == 1080)
+        })
+    })
+    .await;
+    // Ring two's priors came from a list: no read of each of its 1,080 targets.
     let reads = c
         .emu
         .request_log()
         .since(seq)
         .into_iter()
-        .take_while(|q| !(q.verb == "get" && q.name.starts_with("ringfence-prior-")))
         .filter(|q| q.resource == "configmaps" && q.verb == "get" && q.name == "big-flags")
         .count();
     assert!(
         reads < CELLS / 4,
         "{reads} target reads for {CELLS} targets"
     );
+    Api::<ConfigMap>::namespaced(c.client.clone(), &cell(TAMPERED))
+        .patch(
+            "ringfence-prior-big-flags",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"value": "tampered"}})),
+        )
+        .await
+        .expect("record edited");
+    let seq = c.emu.request_log().last_seq();
+    fail.store(true, Ordering::Relaxed);
+    let r = c
+        .wait_rollout(NS, "big", "Failed: rollback incomplete", |r| {
+            phase(r) == "Failed"
+        })
+        .await;
+    let (_, reason, message) = condition(&r, "RolledBack");
+    assert_eq!(reason, "PriorsMissing");
+    assert!(message.contains(&cell(TAMPERED)), "{message}");
+    // The records were read by pages, not one by one.
+    let record_reads = c
+        .emu
+        .request_log()
+        .since(seq)
+        .into_iter()
+        .filter(|q| q.verb == "get" && q.name == "ringfence-prior-big-flags")
+        .count();
+    assert!(record_reads < CELLS / 4, "{record_reads} record reads");
     let targets = c.targets("big-flags").await;
     for i in 0..CELLS {
         let held = targets.get(&cell(i)).map(data);
-        if i % 2 == 0 {
+        if i == TAMPERED {
+            let new = BTreeMap::from([("value".to_string(), "new".to_string())]);
+            assert_eq!(held, Some(new), "never restored from a tampered record");
+        } else if i % 2 == 0 {
             let want = BTreeMap::from([("value".to_string(), format!("prior-{i}"))]);
             assert_eq!(held, Some(want), "{} restored", cell(i));
         } else {

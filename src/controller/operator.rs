@@ -138,6 +138,8 @@ impl Operator {
             watcher::Config::default(),
         )
         .default_backoff()
+        // Only names and labels are read: a large cluster's managed fields need no memory.
+        .modify(|ns| ns.managed_fields_mut().clear())
         .reflect(ns_writer)
         .touched_objects();
 

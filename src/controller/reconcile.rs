@@ -235,7 +235,13 @@ async fn reconcile_rollout(
         tracing::debug!(phase = ?desired.phase, "status written");
         ctx.written.wrote(&key, written.resource_version());
     }
-    if layout_changed && let Some(layout) = &desired.layout {
+    // A rollout's first layout has no older records to delete (one left by a crash before
+    // the first status write goes with the next change of layout).
+    let had_layout = current_status.layout.is_some() || observed.world.layout_missing.is_some();
+    if layout_changed
+        && had_layout
+        && let Some(layout) = &desired.layout
+    {
         ctx.layouts.prune(&ctx.client, &rollout, &layout.hash).await;
     }
     // Events and metrics describe transitions: only once the status recording them is persisted.
@@ -352,7 +358,8 @@ async fn apply_actions(
                 tracing::info!(targets = namespaces.len(), %revision, "wrote targets");
             }
             EngineAction::RestoreTargets { namespaces } => {
-                let failures = writer.restore_batch(namespaces, &store).await;
+                let records = PriorStore::held(&observed.priors);
+                let failures = writer.restore_batch(namespaces, &store, records).await;
                 if !failures.is_empty() {
                     let uid = rollout.uid().unwrap_or_default();
                     for (ns, e) in &failures {

@@ -424,6 +424,16 @@ pub fn phase(r: &ConfigRollout) -> String {
         .unwrap_or_default()
 }
 
+/// Status, reason and message of a rollout's condition (empty when it has none).
+pub fn condition(r: &ConfigRollout, type_: &str) -> (String, String, String) {
+    r.status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
+}
+
 /// Data of a ConfigMap as a plain map.
 pub fn data(cm: &ConfigMap) -> BTreeMap<String, String> {
     cm.data.clone().unwrap_or_default()

@@ -124,11 +124,11 @@ pub(crate) struct Store {
     history_limit: usize,
 }
 
-fn range<'a>(
-    bucket: &'a BTreeMap<Key, ObjRef>,
+fn range<'a, V>(
+    bucket: &'a BTreeMap<Key, V>,
     namespace: Option<&'a str>,
     after: Option<&Key>,
-) -> impl Iterator<Item = (&'a Key, &'a ObjRef)> + 'a {
+) -> impl Iterator<Item = (&'a Key, &'a V)> + 'a {
     let start = match (namespace, after) {
         (_, Some(after)) => Bound::Excluded(after.clone()),
         (Some(ns), None) => Bound::Included((ns.to_string(), String::new())),
@@ -363,19 +363,13 @@ impl Store {
         if rv < inner.compacted {
             return Err(Expired);
         }
-        let mut snapshot: BTreeMap<Key, ObjRef> = inner
-            .buckets
-            .get(resource)
-            .map(|b| {
-                range(b, namespace, None)
-                    .map(|(k, o)| (k.clone(), o.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for event in inner.history.iter().rev() {
-            if event.rv <= rv {
-                break;
-            }
+        // What each key changed since `rv` held then (None: absent), from the first event
+        // after `rv`; every other key holds now what it held then. So a page costs the
+        // events since `rv` plus the page, as etcd's range at a revision does, not a copy
+        // of the whole resource.
+        let first_after = inner.history.partition_point(|e| e.rv <= rv);
+        let mut then: BTreeMap<Key, Option<ObjRef>> = BTreeMap::new();
+        for event in inner.history.range(first_after..) {
             let obj = event.object.value();
             if event.resource != resource || namespace.is_some_and(|ns| ns != meta::namespace(obj))
             {
@@ -385,17 +379,39 @@ impl Store {
                 meta::namespace(obj).to_string(),
                 meta::name(obj).to_string(),
             );
-            match (&event.kind, &event.previous) {
-                (EventType::Added, _) => {
-                    snapshot.remove(&key);
-                }
-                (_, Some(previous)) => {
-                    snapshot.insert(key, previous.clone());
-                }
-                (_, None) => {}
-            }
+            let held = match (&event.kind, &event.previous) {
+                (EventType::Added, _) => None,
+                (_, Some(previous)) => Some(previous.clone()),
+                (_, None) => continue,
+            };
+            then.entry(key).or_insert(held);
         }
-        let (items, next) = page(range(&snapshot, None, after), limit, filter);
+        let empty = BTreeMap::new();
+        let bucket = inner.buckets.get(resource).unwrap_or(&empty);
+        let mut now = range(bucket, namespace, after).peekable();
+        let mut changed = range(&then, namespace, after).peekable();
+        let merged = std::iter::from_fn(move || {
+            loop {
+                let order = match (now.peek(), changed.peek()) {
+                    (None, None) => return None,
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (Some((a, _)), Some((b, _))) => a.cmp(b),
+                };
+                // A key changed since `rv` is taken from what it held then.
+                if order == std::cmp::Ordering::Equal {
+                    now.next();
+                }
+                let take_now = order == std::cmp::Ordering::Less;
+                if take_now {
+                    return now.next();
+                }
+                if let Some((key, Some(held))) = changed.next() {
+                    return Some((key, held));
+                }
+            }
+        });
+        let (items, next) = page(merged, limit, filter);
         Ok(ListPage {
             items,
             rv: rv.min(inner.rv),
@@ -526,6 +542,45 @@ mod tests {
         assert!(
             s.list_at("configmaps", None, a.rv() - 1, None, None, &|_| true)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn pages_at_a_past_version_show_exactly_that_version() {
+        let s = store_with_namespace(100);
+        let mut held = Vec::new();
+        for i in 0..6 {
+            let name = i.to_string();
+            held.push(
+                s.create("configmaps", key("a", &name), cm("a", &name))
+                    .unwrap(),
+            );
+        }
+        let at = held[5].rv();
+        let mut changed = cm("a", "2");
+        changed["data"] = json!({"v": "changed"});
+        s.update("configmaps", &key("a", "2"), held[2].rv(), changed)
+            .unwrap();
+        s.delete("configmaps", &key("a", "3"), held[3].rv(), None)
+            .unwrap();
+        s.create("configmaps", key("a", "25"), cm("a", "25"))
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s
+                .list_at("configmaps", None, at, after.as_ref(), Some(2), &|_| true)
+                .unwrap();
+            seen.extend(page.items.iter().map(|o| o.value().clone()));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let want: Vec<Value> = held.iter().map(|o| o.value().clone()).collect();
+        assert_eq!(
+            seen, want,
+            "as it was: before the update, the delete and the create"
         );
     }
 

@@ -7,7 +7,12 @@
 //! and, in the `ringfence.dev/prior` annotation, whether the target existed, the content
 //! hash of that data, the revision and the ringfence labels and annotations it carried, and
 //! the rollback point (epoch) it belongs to. So recording a batch costs one write per target,
-//! whatever the size of the fleet, and a prior may be as large as the target itself.
+//! whatever the size of the fleet, and a prior may be as large as the target itself. The
+//! record format, and the parsed form the cache keeps, are in `record.rs`.
+//!
+//! Reads: a small batch reads each target to record on its own; a batch of a good part of
+//! the rollout's targets reads them with one paginated list of the target's name, so a ring
+//! of thousands costs a few reads instead of one per target. A restore reads each record.
 //!
 //! Guarantees:
 //! - **Protected**: each record carries the finalizer [`PRIOR_FINALIZER`], so an ordinary
@@ -48,9 +53,7 @@ const PARALLELISM: usize = 32;
 /// Page size when listing records.
 const PAGE: u32 = 500;
 /// Smallest batch whose priors are read by listing rather than one by one.
-pub const LIST_AT_LEAST: usize = 64;
-/// Records per page when restoring a large batch (a record may be up to 1 MiB).
-const RESTORE_PAGE: u32 = 50;
+const LIST_AT_LEAST: usize = 64;
 
 /// Name of the record of the target `config_name`, within the 253-character name limit.
 pub fn record_name(config_name: &str) -> String {
@@ -90,12 +93,6 @@ pub struct Priors {
 pub struct FetchedPrior {
     pub meta: PriorMeta,
     pub snapshot: Snapshot,
-}
-
-/// A page of records read whole, each checked, by namespace.
-pub struct FetchedPage {
-    pub priors: BTreeMap<String, Result<FetchedPrior, Error>>,
-    pub next: Option<String>,
 }
 
 /// Why recording one target's prior failed.
@@ -405,78 +402,6 @@ impl PriorStore {
         Ok(())
     }
 
-    /// How many records the rollout holds, of any rollback point.
-    pub fn held(priors: &Priors) -> usize {
-        priors.versions.len()
-    }
-
-    /// One page of the rollout's records, each read whole and checked as [`Self::fetch`]
-    /// checks it, by namespace, and the token of the next page. Pages are small, since a
-    /// record may be as large as its target.
-    pub async fn fetch_page(&self, token: Option<&str>) -> Result<FetchedPage, Error> {
-        let name = record_name(&self.config_name);
-        let mut params = ListParams::default()
-            .labels(&format!("{PRIORS_OF_LABEL}={}", self.uid))
-            .fields(&format!("metadata.name={name}"))
-            .limit(RESTORE_PAGE);
-        if let Some(token) = token {
-            params = params.continue_token(token);
-        }
-        let what = format!("list prior records {name}");
-        let (records, next) = match self.kind {
-            ConfigKind::ConfigMap => {
-                let page = Api::<ConfigMap>::all(self.client.clone())
-                    .list(&params)
-                    .await
-                    .map_err(|e| Error::kube(&what, e))?;
-                let records: Vec<_> = page
-                    .items
-                    .into_iter()
-                    .map(|cm| {
-                        let t = ObservedTarget::from_config_map(&cm, &self.revision_key);
-                        (cm.metadata, t.snapshot)
-                    })
-                    .collect();
-                (records, page.metadata.continue_)
-            }
-            ConfigKind::Secret => {
-                let page = Api::<Secret>::all(self.client.clone())
-                    .list(&params)
-                    .await
-                    .map_err(|e| Error::kube(&what, e))?;
-                let records: Vec<_> = page
-                    .items
-                    .into_iter()
-                    .map(|s| {
-                        let t = ObservedTarget::from_secret(&s, &self.revision_key);
-                        (s.metadata, t.snapshot)
-                    })
-                    .collect();
-                (records, page.metadata.continue_)
-            }
-        };
-        let priors = records
-            .into_iter()
-            .map(|(meta, snapshot)| {
-                let ns = meta.namespace.clone().unwrap_or_default();
-                let checked = verify(
-                    &ns,
-                    self.kind,
-                    self.epoch,
-                    &self.uid,
-                    &meta,
-                    snapshot,
-                    &self.revision_key,
-                );
-                (ns, checked)
-            })
-            .collect();
-        Ok(FetchedPage {
-            priors,
-            next: next.filter(|c| !c.is_empty()),
-        })
-    }
-
     /// Reads a record whole and checks it: its data must hash to the recorded content hash.
     pub async fn fetch(&self, ns: &str) -> Result<FetchedPrior, Error> {
         let name = record_name(&self.config_name);
@@ -585,7 +510,7 @@ fn verify(
 
 /// Whether `batch` of `of` objects is read faster by listing all of them in pages than by
 /// one read each.
-pub fn worth_listing(batch: usize, of: usize) -> bool {
+fn worth_listing(batch: usize, of: usize) -> bool {
     batch >= LIST_AT_LEAST && batch.saturating_mul(4) >= of
 }
 

@@ -358,8 +358,7 @@ async fn apply_actions(
                 tracing::info!(targets = namespaces.len(), %revision, "wrote targets");
             }
             EngineAction::RestoreTargets { namespaces } => {
-                let records = PriorStore::held(&observed.priors);
-                let failures = writer.restore_batch(namespaces, &store, records).await;
+                let failures = writer.restore_batch(namespaces, &store).await;
                 if !failures.is_empty() {
                     let uid = rollout.uid().unwrap_or_default();
                     for (ns, e) in &failures {

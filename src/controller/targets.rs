@@ -11,11 +11,10 @@
 //! A source ConfigMap's `binaryData` keys holding UTF-8 text therefore land in `data`; the
 //! bytes consumers read are identical, and the content hash covers bytes only.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
@@ -25,7 +24,7 @@ use super::cache::Cache;
 use super::calls::{for_each_namespace, with_retries};
 use super::error::{Error, api_code};
 use super::observed::{ObservedTarget, Snapshot, fetch_target};
-use super::priors::{FetchedPrior, PriorStore, worth_listing};
+use super::priors::{FetchedPrior, PriorStore};
 use super::record::PriorMeta;
 use crate::api::{
     ConfigKind, FIELD_MANAGER, MANAGED_BY_LABEL, REVISION_ANNOTATION, ROLLOUT_ANNOTATION,
@@ -292,75 +291,12 @@ impl TargetWriter {
     }
 
     /// Restores every namespace to its recorded prior (deleting targets that did not exist),
-    /// each from its record read whole and verified; returns the failures. A batch of a good
-    /// part of the rollout's `records` reads them by pages, a smaller one one by one.
-    ///
-    /// The engine asks only for targets not seen holding their prior, so a target the cache
-    /// knows is not read first: a delete of what is already gone, or an apply of what is
-    /// already held, changes nothing, and whether the rollback is complete is judged from
-    /// what is observed next.
+    /// each from its record read whole and verified; returns the failures. The engine asks
+    /// only for targets not seen holding their prior, so a target the cache knows is not
+    /// read first: a delete of what is already gone, or an apply of what is already held,
+    /// changes nothing, and whether the rollback is complete is judged from what is
+    /// observed next.
     pub async fn restore_batch(
-        &self,
-        namespaces: &[String],
-        store: &PriorStore,
-        records: usize,
-    ) -> Vec<(String, Error)> {
-        if !worth_listing(namespaces.len(), records) {
-            return self.restore_one_by_one(namespaces, store).await;
-        }
-        let wanted: BTreeSet<&str> = namespaces.iter().map(String::as_str).collect();
-        let mut found = BTreeSet::new();
-        let mut failures = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = match store.fetch_page(token.as_deref()).await {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading the remaining prior records one by one");
-                    let rest: Vec<String> = namespaces
-                        .iter()
-                        .filter(|ns| !found.contains(ns.as_str()))
-                        .cloned()
-                        .collect();
-                    failures.extend(self.restore_one_by_one(&rest, store).await);
-                    return failures;
-                }
-            };
-            let here: Vec<_> = page
-                .priors
-                .into_iter()
-                .filter(|(ns, _)| wanted.contains(ns.as_str()))
-                .collect();
-            found.extend(here.iter().map(|(ns, _)| ns.clone()));
-            let restored = stream::iter(here)
-                .map(|(ns, prior)| async move {
-                    let done = match prior {
-                        Ok(prior) => self.restore(&ns, prior).await,
-                        Err(e) => Err(e),
-                    };
-                    (ns, done)
-                })
-                .buffer_unordered(self.parallelism)
-                .filter_map(|(ns, r)| async move { r.err().map(|e| (ns, e)) })
-                .collect::<Vec<_>>()
-                .await;
-            failures.extend(restored);
-            match page.next {
-                Some(next) => token = Some(next),
-                None => break,
-            }
-        }
-        // A target whose record no page held has no prior to restore.
-        failures.extend(
-            namespaces
-                .iter()
-                .filter(|ns| !found.contains(ns.as_str()))
-                .map(|ns| (ns.clone(), Error::MissingPrior(ns.clone()))),
-        );
-        failures
-    }
-
-    async fn restore_one_by_one(
         &self,
         namespaces: &[String],
         store: &PriorStore,

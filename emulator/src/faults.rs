@@ -1,9 +1,9 @@
-//! Fault injection (failures, latency, dropped and expired watches) and the
-//! request log tests read to see what a client did.
+//! Fault injection (failures, latency, dropped and expired watches, network
+//! partitions) and the request log tests read to see what a client did.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -107,6 +107,10 @@ pub enum FaultRequest {
         #[serde(default)]
         resource: Option<String>,
     },
+    #[serde(rename_all = "camelCase")]
+    Partition {
+        on: bool,
+    },
     Clear,
 }
 
@@ -176,6 +180,9 @@ struct FaultsInner {
     /// Lets requests skip the lock entirely when no fault is configured.
     active: AtomicBool,
     closer: watch::Sender<u64>,
+    /// Odd while partitioned; bumped on every change, so a connection opened
+    /// before a partition stays dead after it, even one idle throughout.
+    network: AtomicU64,
 }
 
 /// What happens to one request.
@@ -198,6 +205,7 @@ impl Default for Faults {
                 state: Mutex::new(FaultState::default()),
                 active: AtomicBool::new(false),
                 closer: watch::channel(0).0,
+                network: AtomicU64::new(0),
             }),
         }
     }
@@ -251,12 +259,43 @@ impl Faults {
         self.inner.active.store(true, Ordering::SeqCst);
     }
 
-    /// Removes every configured fault.
+    /// Starts or ends a network partition: while on, new connections are
+    /// dropped unanswered and open ones (watches included) fail on their next
+    /// read or write. In-process calls such as `EmulatorHandle::apply` still work.
+    pub fn partition(&self, on: bool) {
+        let changed = self
+            .inner
+            .network
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| {
+                let partitioned = !e.is_multiple_of(2);
+                (partitioned != on).then_some(e + 1)
+            })
+            .is_ok();
+        if changed && on {
+            // Idle watch streams would otherwise notice only at their next event.
+            self.close_watches();
+        }
+    }
+
+    /// Whether a partition is on.
+    pub fn partitioned(&self) -> bool {
+        self.connection_epoch().is_none()
+    }
+
+    /// The epoch a connection opened now belongs to; `None` while partitioned.
+    pub(crate) fn connection_epoch(&self) -> Option<u64> {
+        let e = self.inner.network.load(Ordering::SeqCst);
+        e.is_multiple_of(2).then_some(e)
+    }
+
+    /// Removes every configured fault and ends a partition.
     pub fn clear(&self) {
         let mut state = self.lock();
         state.rules.clear();
         state.expiries.clear();
         self.inner.active.store(false, Ordering::SeqCst);
+        drop(state);
+        self.partition(false);
     }
 
     /// Applies a fault described by the JSON endpoint.
@@ -280,6 +319,7 @@ impl Faults {
             FaultRequest::ExpireNextWatch { resource } => {
                 self.expire_next_watch(resource.as_deref())
             }
+            FaultRequest::Partition { on } => self.partition(on),
             FaultRequest::Clear => self.clear(),
         }
     }
@@ -501,6 +541,35 @@ mod tests {
             f.check(&attrs("get", "x", "y")).delay,
             Some(Duration::from_millis(5))
         );
+    }
+
+    #[test]
+    fn partitions_retire_earlier_connections() {
+        let f = Faults::default();
+        let mut closed = f.watch_closer();
+        let before = f.connection_epoch().unwrap();
+        let on: FaultRequest =
+            serde_json::from_str(r#"{"action": "partition", "on": true}"#).unwrap();
+        f.configure(on.clone());
+        assert!(f.partitioned());
+        assert!(closed.has_changed().unwrap(), "open watches are ended");
+        closed.mark_unchanged();
+        f.configure(on);
+        assert!(
+            !closed.has_changed().unwrap(),
+            "only a new partition ends watches"
+        );
+        f.configure(serde_json::from_str(r#"{"action": "partition", "on": false}"#).unwrap());
+        let after = f.connection_epoch().unwrap();
+        assert_ne!(
+            before, after,
+            "connections from before the partition stay dead"
+        );
+        f.partition(false);
+        assert_eq!(f.connection_epoch(), Some(after));
+        f.partition(true);
+        f.clear();
+        assert!(!f.partitioned());
     }
 
     #[test]

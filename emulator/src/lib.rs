@@ -53,7 +53,8 @@
 //! - Fault injection and a request log ([`Faults`], [`RequestLog`], also as
 //!   JSON under `/_emulator/faults` and `/_emulator/requests`). An injected
 //!   429 is priority and fairness' answer: `Retry-After: 1` and
-//!   `details.retryAfterSeconds`.
+//!   `details.retryAfterSeconds`. A network partition
+//!   ([`Faults::partition`]) drops every connection.
 //!
 //! # What it deliberately does not
 //!
@@ -86,6 +87,7 @@ mod faults;
 mod fields;
 mod kubeconfig;
 mod limits;
+mod listener;
 mod meta;
 mod objects;
 mod patch;
@@ -207,13 +209,15 @@ impl EmulatorBuilder {
             .await
             .map_err(EmulatorError::Listen)?;
         let addr = listener.local_addr().map_err(EmulatorError::Listen)?;
+        let faults = Faults::default();
+        let listener = listener::PartitionListener::new(listener, faults.clone());
         let shared = Arc::new(Shared {
             objects: Objects {
                 store: store::Store::new(self.history_limit, self.watch_buffer),
                 registry: registry::Registry::new(),
                 admission: self.admission,
             },
-            faults: Faults::default(),
+            faults,
             log: RequestLog::new(self.request_log_limit),
             auth: Auth::new(self.authorization),
             bookmark_interval: self.bookmark_interval,

@@ -305,6 +305,28 @@ async fn unknown_paths_and_bad_bodies_are_statuses() {
     assert_eq!(code, 400);
 }
 
+/// Sends a bare HTTP/1.1 request and reads until the server closes the connection.
+async fn exchange(
+    emu: &EmulatorHandle,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(emu.addr()).await?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        emu.admin_token(),
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
 /// A bare HTTP/1.1 request, for what typed clients cannot send.
 async fn raw(
     emu: &EmulatorHandle,
@@ -313,17 +335,9 @@ async fn raw(
     content_type: &str,
     body: &[u8],
 ) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(emu.addr()).await.unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        emu.admin_token(),
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
+    let out = exchange(emu, method, path, content_type, body)
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&out);
     let code: u16 = text[9..12].parse().unwrap();
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
@@ -1217,6 +1231,125 @@ async fn fault_injection_and_request_log() {
     assert!(creates.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(creates[2].namespace, "default");
     assert!(log.count(|r| r.is_write()) >= 3);
+}
+
+/// Waits for an item `wanted` selects from a watcher's output.
+async fn until<T>(
+    items: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    what: &str,
+    wanted: impl Fn(&T) -> bool,
+) {
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(item) = items.recv().await {
+            if wanted(&item) {
+                return;
+            }
+        }
+        panic!("the watcher stopped before: {what}");
+    })
+    .await;
+    assert!(found.is_ok(), "timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn partition_cuts_the_network_until_healed() {
+    let emu = start().await;
+    let faults = emu.faults();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "default");
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut raw_watch = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
+    let driver = tokio::spawn(async move {
+        let mut stream = stream.boxed();
+        while let Some(item) = stream.next().await {
+            let _ = tx.send(item);
+        }
+    });
+    until(&mut events, "the watcher's initial list", |e| {
+        matches!(e, Ok(watcher::Event::InitDone))
+    })
+    .await;
+    let watches = || {
+        emu.request_log()
+            .count(|r| r.verb == "watch" && r.resource == "configmaps")
+    };
+    eventually("both watches are open", || {
+        let open = watches();
+        async move { open == 2 }
+    })
+    .await;
+
+    faults.partition(true);
+    assert!(faults.partitioned());
+    let seen = emu.request_log().last_seq();
+    let ended = tokio::time::timeout(DEADLINE, async {
+        while let Some(Ok(_)) = raw_watch.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the open watch ends");
+    until(&mut events, "the watcher fails", Result::is_err).await;
+    let failed = tokio::time::timeout(Duration::from_secs(5), api.list(&ListParams::default()))
+        .await
+        .expect("a partitioned list fails at once");
+    match failed {
+        Err(kube::Error::Api(s)) => panic!("expected a connection error, got status {s:?}"),
+        Err(_) => {}
+        Ok(_) => panic!("a list got through the partition"),
+    }
+    emu.apply(&json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "during", "namespace": "default"}
+    }))
+    .unwrap();
+    assert_eq!(
+        emu.request_log().since(seen),
+        vec![],
+        "no request reached the server"
+    );
+
+    faults.partition(false);
+    eventually("the same client lists again", || {
+        let api = api.clone();
+        async move { api.list(&ListParams::default()).await.is_ok() }
+    })
+    .await;
+    until(&mut events, "the watcher sees what changed meanwhile", |e| {
+        matches!(e, Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) if c.name_any() == "during")
+    })
+    .await;
+    driver.abort();
+}
+
+#[tokio::test]
+async fn partition_through_the_fault_endpoint() {
+    let emu = start().await;
+    let body = br#"{"action": "partition", "on": true}"#;
+    // The reply is lost too: the partition cuts the connection that asked for it.
+    let reply = exchange(&emu, "POST", "/_emulator/faults", "application/json", body).await;
+    assert!(reply.unwrap_or_default().is_empty());
+    assert!(emu.faults().partitioned());
+    let reply = exchange(&emu, "GET", "/api/v1/namespaces/default", "", b"").await;
+    assert!(reply.unwrap_or_default().is_empty(), "dropped unanswered");
+
+    // Nothing reaches the endpoint while partitioned, so the same JSON form ends it in process.
+    let off = serde_json::from_str(r#"{"action": "partition", "on": false}"#).unwrap();
+    emu.faults().configure(off);
+    let (code, _) = raw(&emu, "GET", "/api/v1/namespaces/default", "", b"").await;
+    assert_eq!(code, 200);
+    let off = br#"{"action": "partition", "on": false}"#;
+    let (code, _) = raw(&emu, "POST", "/_emulator/faults", "application/json", off).await;
+    assert_eq!(code, 200, "the endpoint accepts the healing form too");
 }
 
 #[tokio::test]

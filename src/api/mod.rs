@@ -37,6 +37,17 @@ pub const PRIOR_ANNOTATION: &str = "ringfence.dev/prior";
 pub const PRIOR_FINALIZER: &str = "ringfence.dev/prior-protection";
 /// Label on layout records: the uid of the rollout whose rings they hold.
 pub const LAYOUT_OF_LABEL: &str = "ringfence.dev/layout-of";
+/// Label (`"true"`) of a Secret in the operator's namespace that registers a member cluster;
+/// on a prior record of a member cluster's target, the name of that cluster.
+pub const CLUSTER_LABEL: &str = "ringfence.dev/cluster";
+/// Label of a cluster Secret naming the cluster (default: the Secret's name).
+pub const CLUSTER_NAME_LABEL: &str = "ringfence.dev/cluster-name";
+/// Key of a cluster Secret holding the member's kubeconfig.
+pub const KUBECONFIG_KEY: &str = "kubeconfig";
+/// Label on a prior record of a member cluster's target: the target's namespace there.
+pub const TARGET_NAMESPACE_LABEL: &str = "ringfence.dev/target-namespace";
+/// The name rings use for the cluster ringfence runs in.
+pub const LOCAL_CLUSTER: &str = "local";
 
 /// The ConfigRollout CRD: kube's derived CRD, with its schema made into one a
 /// real kube-apiserver accepts and evaluates as intended (see [`make_structural`]).

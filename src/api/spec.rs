@@ -168,6 +168,7 @@ pub struct SourceRef {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.namespaces) || has(self.namespaceSelector)").message("set namespaces or namespaceSelector: the ring's targets"))]
 #[x_kube(validation = Rule::new("!has(self.namespaces) || !has(self.namespaceSelector)").message("set namespaces or namespaceSelector, not both"))]
+#[x_kube(validation = Rule::new("!has(self.clusters) || !has(self.clusterSelector)").message("set clusters or clusterSelector, not both"))]
 pub struct Ring {
     /// Ring name, unique in the rollout.
     #[schemars(
@@ -187,9 +188,26 @@ pub struct Ring {
     )]
     pub namespaces: Option<Vec<String>>,
 
-    /// Target namespaces chosen by label.
+    /// Target namespaces chosen by label (in each of the ring's clusters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+
+    /// Clusters the ring's namespaces are in: names of registered member clusters, or
+    /// `local` for the cluster ringfence runs in. Without clusters or clusterSelector the
+    /// ring is local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 100),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    pub clusters: Option<Vec<String>>,
+
+    /// Registered member clusters chosen by the labels of their cluster Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<LabelSelector>,
 
     /// How long the ring must stay healthy before promotion.
     #[serde(default = "default_bake")]

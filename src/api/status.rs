@@ -181,6 +181,11 @@ pub struct RingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_since: Option<Time>,
 
+    /// Since when a cluster of the ring's targets has not answered (while it does not):
+    /// the ring fails once that lasts `progressDeadline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<Time>,
+
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<Time>,
 

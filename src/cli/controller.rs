@@ -49,6 +49,11 @@ pub struct ControllerArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "ringfence-system")]
     pub revision_key_namespace: String,
 
+    /// Namespace of the Secrets registering member clusters, and of member targets' prior
+    /// records (default: the revision key's namespace, the operator's own).
+    #[arg(long, env = "RINGFENCE_CLUSTER_NAMESPACE")]
+    pub cluster_namespace: Option<String>,
+
     /// Generate the revision key Secret when it does not exist (false: it must exist).
     #[arg(long, env = "RINGFENCE_REVISION_KEY_GENERATE", default_value_t = true, action = ArgAction::Set)]
     pub revision_key_generate: bool,
@@ -99,6 +104,10 @@ impl ControllerArgs {
 
     fn options(&self, leader: Option<watch::Receiver<bool>>) -> Options {
         Options {
+            cluster_namespace: self
+                .cluster_namespace
+                .clone()
+                .unwrap_or_else(|| self.revision_key_namespace.clone()),
             namespace: self.namespace.clone(),
             trusted_namespaces: self
                 .trusted_namespaces

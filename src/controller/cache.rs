@@ -20,7 +20,7 @@ use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
 use super::observed::ObservedTarget;
-use super::record::{CachedRecord, owner};
+use super::record::{CachedRecord, owner, target_of};
 use crate::api::{ConfigKind, FIELD_MANAGER, MANAGED_BY_LABEL, PRIORS_OF_LABEL};
 use crate::engine::{RevisionKey, TargetState};
 
@@ -213,7 +213,7 @@ impl Cache {
         self.target_event(ConfigKind::Secret, &event, first);
     }
 
-    /// The records a rollout owns, with their namespaces.
+    /// The records a rollout owns, by target key.
     pub fn records(&self, uid: &str) -> Vec<(String, Arc<CachedRecord>)> {
         self.records
             .iter()
@@ -238,7 +238,7 @@ impl Cache {
         let mut records = self.records[slot(kind)]
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        let ns = meta.namespace.clone().unwrap_or_default();
+        let ns = target_of(meta);
         let slot = records.live.entry(uid).or_default();
         let newer = slot.get(&ns).is_none_or(|old| {
             !older(
@@ -260,10 +260,10 @@ impl Cache {
             Event::Init => records.relist = Some(HashMap::new()),
             Event::InitApply(meta) => {
                 if let (Some(relist), Some(uid)) = (records.relist.as_mut(), owner(meta)) {
-                    relist.entry(uid).or_default().insert(
-                        meta.namespace.clone().unwrap_or_default(),
-                        Arc::new(CachedRecord::of(meta)),
-                    );
+                    relist
+                        .entry(uid)
+                        .or_default()
+                        .insert(target_of(meta), Arc::new(CachedRecord::of(meta)));
                 }
             }
             Event::InitDone => {
@@ -281,7 +281,7 @@ impl Cache {
                 if let Some(uid) = owner(meta)
                     && let Some(slot) = records.live.get_mut(&uid)
                 {
-                    slot.remove(meta.namespace.as_deref().unwrap_or_default());
+                    slot.remove(&target_of(meta));
                     if slot.is_empty() {
                         records.live.remove(&uid);
                     }

@@ -43,6 +43,8 @@ pub struct Context {
     pub max_inflight_writes: usize,
     /// Managed targets and prior records, from watches.
     pub cache: std::sync::Arc<super::cache::Cache>,
+    /// The hub and its member clusters: where each target lives.
+    pub fleet: std::sync::Arc<super::members::Fleet>,
     /// Ring layouts written or read, and which rollouts target each namespace.
     pub layouts: std::sync::Arc<super::layout::Layouts>,
     /// The versions this replica's last status writes left.

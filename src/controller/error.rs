@@ -49,6 +49,10 @@ pub enum Error {
     /// Leadership ended mid-reconcile: the remaining writes are left to the new leader.
     #[error("no longer the leader")]
     NotLeader,
+
+    /// A member cluster cannot be used: not registered, or its kubeconfig is unusable.
+    #[error("cluster {cluster}: {why}")]
+    ClusterUnreachable { cluster: String, why: String },
 }
 
 impl Error {
@@ -77,6 +81,7 @@ impl Error {
             Self::Actions { category, .. } => category,
             Self::NotReady => "not-ready",
             Self::NotLeader => "not-leader",
+            Self::ClusterUnreachable { .. } => "cluster-unreachable",
         }
     }
 

@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod gates;
 mod layout;
+mod members;
 mod observe;
 mod observed;
 mod operator;
@@ -25,6 +26,7 @@ mod watches;
 mod workloads;
 
 pub use error::Error;
+pub use members::check_kubeconfig;
 pub use observe::{observe_uncached, rollout_key};
 pub use operator::{Operator, Options, RunError, shutdown_signal};
 pub use priors::record_name;

@@ -16,7 +16,9 @@ use super::observed::{ObservedTarget, Snapshot};
 use super::priors::{PriorStore, Priors, RecordMeta};
 use super::workloads;
 use crate::api::{ConfigKind, ConfigRollout, ConfigRolloutStatus, ValidationRule};
-use crate::engine::{NamespaceInfo, ResolvedConfig, RevisionKey, Scope, TargetState, World};
+use crate::engine::{
+    NamespaceInfo, ResolvedConfig, RevisionKey, Scope, TargetState, World, split_target, target_key,
+};
 use crate::validation::data::RULES_KEY;
 
 /// The world, plus the prior records the actions need.
@@ -123,15 +125,16 @@ pub fn candidate_namespaces(
     scope
         .named()
         .iter()
-        .copied()
+        .map(String::as_str)
         .chain(selected)
         .map(str::to_string)
         .collect()
 }
 
-/// The namespaces this rollout can concern: those its rings list or select, those its
-/// layout holds and those it holds records in. Only these are copied out of the cache,
-/// so a reconcile does not cost a copy of every namespace in a large cluster.
+/// The namespaces this rollout can concern, in the hub and in every member: those its
+/// rings list or select, those its layout holds and those it holds records in. Only these
+/// are copied out of the caches, so a reconcile does not cost a copy of every namespace
+/// in a large fleet.
 fn namespaces(
     ctx: &Context,
     rollout: &ConfigRollout,
@@ -150,6 +153,10 @@ fn namespaces(
         .filter(|ns| scope.contains(ns.metadata.name.as_deref().unwrap_or_default(), ns.labels()))
         .map(|ns| namespace_info(&ns.metadata))
         .collect();
+    out.extend(
+        ctx.fleet
+            .namespaces(|ns| scope.contains(&ns.name, &ns.labels)),
+    );
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -157,6 +164,7 @@ fn namespaces(
 fn namespace_info(meta: &ObjectMeta) -> NamespaceInfo {
     NamespaceInfo {
         name: meta.name.clone().unwrap_or_default(),
+        cluster: None,
         labels: meta.labels.clone().unwrap_or_default(),
         terminating: meta.deletion_timestamp.is_some(),
     }
@@ -275,8 +283,7 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
     let (status, layout_missing) = read_layout(ctx, rollout).await?;
     let uid = rollout.uid().unwrap_or_default();
     let priors = PriorStore::new(
-        ctx.client.clone(),
-        ctx.cache.clone(),
+        ctx.fleet.clone(),
         rollout,
         ctx.settings.revision_key.clone(),
     )?
@@ -302,7 +309,10 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
     let mut target_states: BTreeMap<String, TargetState> = BTreeMap::new();
     let mut claimed_by_others = BTreeMap::new();
     for ns in &interest {
-        let state = ctx.cache.target(kind, ns, name).unwrap_or_default();
+        // A target of a member not listed yet is unknown, not absent.
+        let Some(state) = ctx.fleet.target(kind, ns, name) else {
+            continue;
+        };
         if let Some(other) = state.rollout.as_deref().filter(|o| *o != key)
             && rollout_exists(ctx, other).await?
         {
@@ -311,8 +321,9 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
         target_states.insert(ns.clone(), state);
     }
 
+    let clusters = ctx.fleet.clusters();
     let workloads = match &rollout.spec.workloads {
-        Some(w) => workloads::observe(&ctx.client, &w.selector, &candidates).await?,
+        Some(w) => fleet_workloads(ctx, &w.selector, &candidates, &clusters).await?,
         None => BTreeMap::new(),
     };
 
@@ -320,6 +331,7 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
         config: Some(config),
         validation,
         namespaces,
+        clusters,
         targets: target_states,
         priors: priors
             .current
@@ -339,6 +351,39 @@ pub async fn observe(ctx: &Context, rollout: &ConfigRollout) -> Result<Observed,
         priors,
         status,
     })
+}
+
+/// Workloads of the candidate targets, cluster by cluster; a member that cannot be reached
+/// is skipped (the engine does not judge its rings while it is so).
+async fn fleet_workloads(
+    ctx: &Context,
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    candidates: &BTreeSet<String>,
+    clusters: &BTreeMap<String, crate::engine::ClusterInfo>,
+) -> Result<BTreeMap<String, Vec<crate::engine::WorkloadState>>, Error> {
+    let mut by_cluster: BTreeMap<Option<&str>, BTreeSet<String>> = BTreeMap::new();
+    for key in candidates {
+        let (cluster, ns) = split_target(key);
+        by_cluster
+            .entry(cluster)
+            .or_default()
+            .insert(ns.to_string());
+    }
+    let mut out = BTreeMap::new();
+    for (cluster, namespaces) in by_cluster {
+        if let Some(c) = cluster
+            && clusters.get(c).is_none_or(|i| i.unreachable.is_some())
+        {
+            continue;
+        }
+        let Ok(client) = ctx.fleet.client_of(cluster) else {
+            continue;
+        };
+        for (ns, list) in workloads::observe(&client, selector, &namespaces).await? {
+            out.insert(target_key(cluster, &ns), list);
+        }
+    }
+    Ok(out)
 }
 
 /// The persisted status with every ring's targets read back from the layout records
@@ -400,6 +445,7 @@ mod tests {
         };
         let ns = |name: &str, ring: &str| NamespaceInfo {
             name: name.into(),
+            cluster: None,
             labels: BTreeMap::from([("ring".to_string(), ring.to_string())]),
             terminating: false,
         };

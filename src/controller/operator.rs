@@ -29,7 +29,7 @@ use super::watches::{
     by_annotation, by_namespace, by_source, by_workload, cached_stream, meta_stream, record_stream,
     store_ready,
 };
-use super::{cache, context, events, gates, priors, reconcile};
+use super::{cache, context, events, gates, layout, members, priors, reconcile};
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -46,6 +46,9 @@ pub struct Options {
     pub concurrency: u16,
     /// Target writes in flight at once per rollout.
     pub max_inflight_writes: usize,
+    /// Where cluster Secrets registering member clusters live (the operator's namespace);
+    /// prior records of member targets are kept there too.
+    pub cluster_namespace: String,
     pub metrics_addr: SocketAddr,
     pub health_addr: SocketAddr,
     /// Names this replica in events (the pod name in a cluster).
@@ -159,6 +162,26 @@ impl Operator {
         on_listen(&addrs);
         let server = tokio::spawn(serve);
 
+        let cache = Arc::new(cache::Cache::new(self.settings.revision_key.clone()));
+        let fleet = Arc::new(members::Fleet::new(
+            client.clone(),
+            cache.clone(),
+            self.options.cluster_namespace.clone(),
+            self.settings.revision_key.clone(),
+        ));
+        let layouts: Arc<layout::Layouts> = Default::default();
+        let (trigger, member_events) = futures::channel::mpsc::unbounded();
+        let registry = members::Registry::new(
+            trigger,
+            store.clone(),
+            layouts.clone(),
+            Arc::new(events::Events::new(
+                client.clone(),
+                self.options.instance.clone(),
+            )),
+        );
+        let registrations = tokio::spawn(members::watch_registrations(fleet.clone(), registry));
+        controller = controller.reconcile_on(member_events);
         let ctx = Arc::new(context::Context {
             client: client.clone(),
             events: events::Events::new(client.clone(), self.options.instance.clone()),
@@ -172,8 +195,9 @@ impl Operator {
             failures: Default::default(),
             leader: self.options.leader.clone(),
             corrupt_priors: Default::default(),
-            cache: Arc::new(cache::Cache::new(self.settings.revision_key.clone())),
-            layouts: Default::default(),
+            cache,
+            fleet,
+            layouts,
             written: Default::default(),
             max_inflight_writes: self.options.max_inflight_writes,
         });
@@ -269,6 +293,7 @@ impl Operator {
             })
             .await;
         tracing::info!("controller stopped");
+        registrations.abort();
         server.abort();
         Ok(())
     }

@@ -36,16 +36,16 @@ use kube::core::PartialObjectMeta;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::cache::Cache;
 use super::calls::for_each_namespace;
 use super::error::{Error, api_code};
+use super::members::Fleet;
 use super::observed::{ObservedTarget, Snapshot, fetch_target, list_targets};
 use super::record::{CachedRecord, PriorMeta, read_prior};
 use crate::api::{
-    ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, PRIOR_ANNOTATION, PRIOR_FINALIZER,
-    PRIORS_OF_LABEL, ROLLOUT_ANNOTATION,
+    CLUSTER_LABEL, ConfigKind, ConfigRollout, FIELD_MANAGER, MANAGED_BY_LABEL, PRIOR_ANNOTATION,
+    PRIOR_FINALIZER, PRIORS_OF_LABEL, ROLLOUT_ANNOTATION, TARGET_NAMESPACE_LABEL,
 };
-use crate::engine::RevisionKey;
+use crate::engine::{RevisionKey, split_target};
 
 const RECORD_PREFIX: &str = "ringfence-prior-";
 /// Records written or read at once.
@@ -57,15 +57,34 @@ const LIST_AT_LEAST: usize = 64;
 
 /// Name of the record of the target `config_name`, within the 253-character name limit.
 pub fn record_name(config_name: &str) -> String {
-    let name = format!("{RECORD_PREFIX}{config_name}");
+    shortened(format!("{RECORD_PREFIX}{config_name}"), config_name)
+}
+
+/// Name of the record, in the hub, of the target `config_name` in `namespace` of member
+/// `cluster`: unique per target, so two rollouts claiming it race for one name.
+pub fn member_record_name(config_name: &str, cluster: &str, namespace: &str) -> String {
+    let id = format!("{cluster}.{namespace}.{config_name}");
+    shortened(format!("{RECORD_PREFIX}{id}"), &id)
+}
+
+/// `name`, cut to the 253-character limit with a digest of `id` when longer.
+fn shortened(name: String, id: &str) -> String {
     if name.len() <= 253 {
         return name;
     }
-    let digest = Sha256::digest(config_name.as_bytes());
+    let digest = Sha256::digest(id.as_bytes());
     let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     let keep = 253 - short.len() - 1;
     let head = name[..keep].trim_end_matches(['-', '.']);
     format!("{head}-{short}")
+}
+
+/// Where the record of one target lives in the hub.
+struct RecordAt {
+    namespace: String,
+    name: String,
+    /// The member cluster and namespace of a member's target.
+    member: Option<(String, String)>,
 }
 
 /// One record as listed (metadata only).
@@ -110,8 +129,7 @@ pub enum RecordError {
 
 /// A rollout's prior store in the API.
 pub struct PriorStore {
-    client: Client,
-    cache: Arc<Cache>,
+    fleet: Arc<Fleet>,
     kind: ConfigKind,
     config_name: String,
     uid: String,
@@ -124,8 +142,7 @@ pub struct PriorStore {
 
 impl PriorStore {
     pub fn new(
-        client: Client,
-        cache: Arc<Cache>,
+        fleet: Arc<Fleet>,
         rollout: &ConfigRollout,
         revision_key: RevisionKey,
     ) -> Result<Self, Error> {
@@ -134,8 +151,7 @@ impl PriorStore {
             .ok_or_else(|| Error::InvalidObject("ConfigRollout has no uid".into()))?;
         let status = rollout.status.as_ref();
         Ok(Self {
-            client,
-            cache,
+            fleet,
             kind: rollout.spec.config.kind,
             config_name: rollout.spec.config.name.clone(),
             uid,
@@ -152,12 +168,35 @@ impl PriorStore {
         })
     }
 
+    fn record_at(&self, key: &str) -> RecordAt {
+        match split_target(key) {
+            (None, ns) => RecordAt {
+                namespace: ns.to_string(),
+                name: record_name(&self.config_name),
+                member: None,
+            },
+            (Some(cluster), ns) => RecordAt {
+                namespace: self.fleet.namespace().to_string(),
+                name: member_record_name(&self.config_name, cluster, ns),
+                member: Some((cluster.to_string(), ns.to_string())),
+            },
+        }
+    }
+
+    fn client(&self) -> Client {
+        self.fleet.hub().clone()
+    }
+
     /// The rollout's records, sorted by rollback point, from the cache's parsed entries.
     pub fn priors(&self, entries: Vec<(String, Arc<CachedRecord>)>) -> Priors {
-        let name = record_name(&self.config_name);
+        let local_name = record_name(&self.config_name);
         let mut priors = Priors::default();
         for (ns, entry) in entries {
-            if entry.name != name {
+            let expected = match split_target(&ns).0 {
+                None => entry.name == local_name,
+                Some(_) => entry.name == self.record_at(&ns).name,
+            };
+            if !expected {
                 continue;
             }
             priors
@@ -197,26 +236,37 @@ impl PriorStore {
         priors: &Priors,
         scope: usize,
     ) -> Vec<(String, RecordError)> {
-        let todo = namespaces
+        let mut todo: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+        for ns in namespaces
             .iter()
             .filter(|ns| !priors.current.contains_key(*ns))
-            .count();
-        let listed = if worth_listing(todo, scope) {
-            list_targets(
-                &self.client,
-                self.kind,
-                &self.config_name,
-                &self.revision_key,
-            )
-            .await
-            .inspect_err(|e| tracing::debug!(error = %e, "reading targets one by one"))
-            .ok()
-        } else {
-            None
-        };
-        let listed = listed.as_ref();
+        {
+            *todo.entry(split_target(ns).0).or_default() += 1;
+        }
+        // Cluster by cluster: a large batch in one is read by a list there.
+        let mut listed: BTreeMap<Option<String>, BTreeMap<String, ObservedTarget>> =
+            BTreeMap::new();
+        for (cluster, count) in todo {
+            if !worth_listing(count, scope) {
+                continue;
+            }
+            let Ok(client) = self.fleet.client_of(cluster) else {
+                continue;
+            };
+            match list_targets(&client, self.kind, &self.config_name, &self.revision_key).await {
+                Ok(found) => {
+                    listed.insert(cluster.map(str::to_string), found);
+                }
+                Err(e) => tracing::debug!(error = %e, "reading targets one by one"),
+            }
+        }
+        let listed = &listed;
         for_each_namespace(namespaces, PARALLELISM, |ns| async move {
-            self.record_one(&ns, priors, listed).await
+            let (cluster, plain) = split_target(&ns);
+            let found = listed
+                .get(&cluster.map(str::to_string))
+                .map(|targets| targets.get(plain));
+            self.record_one(&ns, priors, found).await
         })
         .await
     }
@@ -248,26 +298,31 @@ impl PriorStore {
         .await
     }
 
+    /// Records the prior of target `ns`; `listed` is what a list of its cluster found
+    /// (`Some(None)`: it has no such target), None when it was not listed.
     async fn record_one(
         &self,
         ns: &str,
         priors: &Priors,
-        listed: Option<&BTreeMap<String, ObservedTarget>>,
+        listed: Option<Option<&ObservedTarget>>,
     ) -> Result<(), RecordError> {
         if priors.current.contains_key(ns) {
             return Ok(());
         }
         let target = match listed {
-            Some(listed) => listed.get(ns).cloned(),
-            None => fetch_target(
-                &self.client,
-                self.kind,
-                ns,
-                &self.config_name,
-                &self.revision_key,
-            )
-            .await?
-            .map(|(t, _)| t),
+            Some(found) => found.cloned(),
+            None => {
+                let place = self.fleet.place(ns)?;
+                fetch_target(
+                    &place.client,
+                    self.kind,
+                    &place.namespace,
+                    &self.config_name,
+                    &self.revision_key,
+                )
+                .await?
+                .map(|(t, _)| t)
+            }
         };
         if let Some(t) = &target
             && t.rollout.as_deref() == Some(self.key.as_str())
@@ -299,10 +354,11 @@ impl PriorStore {
         meta: &PriorMeta,
         snapshot: &Snapshot,
     ) -> Result<(), RecordError> {
-        let name = record_name(&self.config_name);
+        let at = self.record_at(ns);
+        let client = self.client();
         let found = match self.kind {
-            ConfigKind::ConfigMap => get_meta::<ConfigMap>(&self.client, ns, &name).await,
-            ConfigKind::Secret => get_meta::<Secret>(&self.client, ns, &name).await,
+            ConfigKind::ConfigMap => get_meta::<ConfigMap>(&client, &at.namespace, &at.name).await,
+            ConfigKind::Secret => get_meta::<Secret>(&client, &at.namespace, &at.name).await,
         }?;
         let Some(found) = found else {
             return self.put(ns, meta, snapshot, None).await;
@@ -331,8 +387,7 @@ impl PriorStore {
         resource_version: Option<String>,
     ) -> Result<ObjectMeta, Error> {
         record_metadata(
-            &self.config_name,
-            ns,
+            &self.record_at(ns),
             &self.uid,
             &self.key,
             prior,
@@ -348,7 +403,8 @@ impl PriorStore {
         snapshot: &Snapshot,
         resource_version: Option<String>,
     ) -> Result<(), RecordError> {
-        let name = record_name(&self.config_name);
+        let at = self.record_at(ns);
+        let name = at.name.clone();
         let replace = resource_version.is_some();
         let metadata = self.record_meta(ns, prior, resource_version)?;
         let pp = PostParams {
@@ -357,7 +413,7 @@ impl PriorStore {
         };
         let result = match self.kind {
             ConfigKind::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+                let api: Api<ConfigMap> = Api::namespaced(self.client(), &at.namespace);
                 let cm = ConfigMap {
                     metadata,
                     data: Some(snapshot.data.clone()),
@@ -377,7 +433,7 @@ impl PriorStore {
                 }
             }
             ConfigKind::Secret => {
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+                let api: Api<Secret> = Api::namespaced(self.client(), &at.namespace);
                 let secret = Secret {
                     metadata,
                     data: Some(
@@ -398,19 +454,20 @@ impl PriorStore {
         };
         let written = result
             .map_err(|e| RecordError::Api(Error::kube(format!("record prior {ns}/{name}"), e)))?;
-        self.cache.recorded(self.kind, &written);
+        self.fleet.hub_cache().recorded(self.kind, &written);
         Ok(())
     }
 
     /// Reads a record whole and checks it: its data must hash to the recorded content hash.
     pub async fn fetch(&self, ns: &str) -> Result<FetchedPrior, Error> {
-        let name = record_name(&self.config_name);
-        let what = format!("read prior {ns}/{name}");
+        let at = self.record_at(ns);
+        let name = at.name.as_str();
+        let what = format!("read prior {}/{name}", at.namespace);
         let (meta, snapshot) = match self.kind {
             ConfigKind::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+                let api: Api<ConfigMap> = Api::namespaced(self.client(), &at.namespace);
                 let cm = api
-                    .get_opt(&name)
+                    .get_opt(name)
                     .await
                     .map_err(|e| Error::kube(&what, e))?
                     .ok_or_else(|| Error::MissingPrior(ns.to_string()))?;
@@ -418,9 +475,9 @@ impl PriorStore {
                 (cm.metadata, t.snapshot)
             }
             ConfigKind::Secret => {
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+                let api: Api<Secret> = Api::namespaced(self.client(), &at.namespace);
                 let s = api
-                    .get_opt(&name)
+                    .get_opt(name)
                     .await
                     .map_err(|e| Error::kube(&what, e))?
                     .ok_or_else(|| Error::MissingPrior(ns.to_string()))?;
@@ -442,21 +499,25 @@ impl PriorStore {
 
 /// A record's metadata: labels, the rollout annotation, the prior and the finalizer.
 fn record_metadata(
-    config_name: &str,
-    ns: &str,
+    at: &RecordAt,
     uid: &str,
     key: &str,
     prior: &PriorMeta,
     resource_version: Option<String>,
 ) -> Result<ObjectMeta, Error> {
     let json = serde_json::to_string(prior).map_err(|e| Error::Priors(e.to_string()))?;
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string()),
+        (PRIORS_OF_LABEL.to_string(), uid.to_string()),
+    ]);
+    if let Some((cluster, namespace)) = &at.member {
+        labels.insert(CLUSTER_LABEL.to_string(), cluster.clone());
+        labels.insert(TARGET_NAMESPACE_LABEL.to_string(), namespace.clone());
+    }
     Ok(ObjectMeta {
-        name: Some(record_name(config_name)),
-        namespace: Some(ns.to_string()),
-        labels: Some(BTreeMap::from([
-            (MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string()),
-            (PRIORS_OF_LABEL.to_string(), uid.to_string()),
-        ])),
+        name: Some(at.name.clone()),
+        namespace: Some(at.namespace.clone()),
+        labels: Some(labels),
         annotations: Some(BTreeMap::from([
             (ROLLOUT_ANNOTATION.to_string(), key.to_string()),
             (PRIOR_ANNOTATION.to_string(), json),
@@ -664,6 +725,14 @@ mod tests {
         ObservedTarget::from_config_map(&cm, &key())
     }
 
+    fn local_record(ns: &str) -> RecordAt {
+        RecordAt {
+            namespace: ns.to_string(),
+            name: record_name("flags"),
+            member: None,
+        }
+    }
+
     fn key() -> RevisionKey {
         RevisionKey::new(vec![1; RevisionKey::MIN_LEN]).unwrap()
     }
@@ -706,7 +775,7 @@ mod tests {
             let target = observed(&data);
             let prior = PriorMeta::of(3, Some(&target));
             let mut meta =
-                record_metadata("flags", "cell-1", "uid-1", "platform/flags", &prior, None).unwrap();
+                record_metadata(&local_record("cell-1"), "uid-1", "platform/flags", &prior, None).unwrap();
             let mut snapshot = target.snapshot.clone();
             let keys: Vec<String> = snapshot.data.keys().cloned().collect();
             let annotations = meta.annotations.as_mut().unwrap();

@@ -295,16 +295,14 @@ async fn apply_actions(
 ) -> Result<(), Error> {
     let config = &rollout.spec.config;
     let writer = TargetWriter::new(
-        ctx.client.clone(),
-        ctx.cache.clone(),
+        ctx.fleet.clone(),
         config.kind,
         &config.name,
         ctx.max_inflight_writes,
         ctx.settings.revision_key.clone(),
     );
     let store = PriorStore::new(
-        ctx.client.clone(),
-        ctx.cache.clone(),
+        ctx.fleet.clone(),
         rollout,
         ctx.settings.revision_key.clone(),
     )?;
@@ -385,7 +383,13 @@ async fn apply_actions(
                 revision,
                 workloads: list,
             } => {
-                if let Err(e) = workloads::stamp(&ctx.client, namespace, revision, list).await {
+                let stamped = match ctx.fleet.place(namespace) {
+                    Ok(place) => {
+                        workloads::stamp(&place.client, &place.namespace, revision, list).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = stamped {
                     return Err(actions_failed(
                         "restart workloads",
                         1,

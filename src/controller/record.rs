@@ -9,8 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 use super::observed::ObservedTarget;
-use crate::api::{PRIOR_ANNOTATION, PRIORS_OF_LABEL};
-use crate::engine::PriorRecord;
+use crate::api::{CLUSTER_LABEL, PRIOR_ANNOTATION, PRIORS_OF_LABEL, TARGET_NAMESPACE_LABEL};
+use crate::engine::{PriorRecord, target_key};
 
 /// What a record says about the prior, beside the data itself.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -81,6 +81,17 @@ impl CachedRecord {
             resource_version: meta.resource_version.clone(),
             prior: read_prior(meta).map(Arc::new),
         }
+    }
+}
+
+/// The target key a record is of: a member cluster's target's record lives in the hub and
+/// names its cluster and namespace in labels; any other sits beside its target.
+pub fn target_of(meta: &ObjectMeta) -> String {
+    let labels = meta.labels.as_ref();
+    let member = labels.and_then(|l| Some((l.get(CLUSTER_LABEL)?, l.get(TARGET_NAMESPACE_LABEL)?)));
+    match member {
+        Some((cluster, ns)) => target_key(Some(cluster), ns),
+        None => meta.namespace.clone().unwrap_or_default(),
     }
 }
 

@@ -16,13 +16,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::{Api, Client};
 use serde_json::{Map, Value, json};
 
-use super::cache::Cache;
 use super::calls::{for_each_namespace, with_retries};
 use super::error::{Error, api_code};
+use super::members::{Fleet, Place};
 use super::observed::{ObservedTarget, Snapshot, fetch_target};
 use super::priors::{FetchedPrior, PriorStore};
 use super::record::PriorMeta;
@@ -156,8 +156,7 @@ fn map_diff(
 /// Writes targets of one kind and name across namespaces.
 #[derive(Clone)]
 pub struct TargetWriter {
-    client: Client,
-    cache: Arc<Cache>,
+    fleet: Arc<Fleet>,
     kind: ConfigKind,
     name: String,
     /// Writes in flight at once (the engine sizes batches by `maxConcurrent`).
@@ -167,16 +166,14 @@ pub struct TargetWriter {
 
 impl TargetWriter {
     pub fn new(
-        client: Client,
-        cache: Arc<Cache>,
+        fleet: Arc<Fleet>,
         kind: ConfigKind,
         name: &str,
         parallelism: usize,
         key: RevisionKey,
     ) -> Self {
         Self {
-            client,
-            cache,
+            fleet,
             kind,
             name: name.to_string(),
             parallelism: parallelism.max(1),
@@ -184,19 +181,21 @@ impl TargetWriter {
         }
     }
 
-    /// Makes the target in `namespace` hold exactly `desired`, and remembers what it then
+    /// Makes the target `key` hold exactly `desired`, and remembers what it then
     /// holds in the cache. The apply sets ringfence's keys and drops those it owned; keys it
     /// cannot drop (owned by another manager) are removed by a merge patch after it. Until
     /// then the target's content does not hash to the revision, so a crash in between leaves
     /// a target that plainly does not hold it yet.
-    pub async fn put(&self, namespace: &str, desired: &Desired) -> Result<(), Error> {
+    pub async fn put(&self, key: &str, desired: &Desired) -> Result<(), Error> {
+        let place = self.fleet.place(key)?;
+        let namespace = place.namespace.as_str();
         let body = desired.apply_body(self.kind, &self.name, namespace);
         let apply = Patch::Apply(&body);
         let params = apply_params();
-        let what = format!("apply {} {namespace}/{}", self.kind.as_str(), self.name);
+        let what = format!("apply {} {key}/{}", self.kind.as_str(), self.name);
         let mut held = match self.kind {
             ConfigKind::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+                let api: Api<ConfigMap> = Api::namespaced(place.client.clone(), namespace);
                 let cm = with_retries(&what, || api.patch(&self.name, &params, &apply)).await?;
                 (
                     ObservedTarget::from_config_map(&cm, &self.key),
@@ -204,7 +203,7 @@ impl TargetWriter {
                 )
             }
             ConfigKind::Secret => {
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+                let api: Api<Secret> = Api::namespaced(place.client.clone(), namespace);
                 let s = with_retries(&what, || api.patch(&self.name, &params, &apply)).await?;
                 (
                     ObservedTarget::from_secret(&s, &self.key),
@@ -213,20 +212,23 @@ impl TargetWriter {
             }
         };
         if let Some(patch) = desired.fixup(&held.0) {
-            held = self.merge(namespace, "correct", &patch).await?;
+            held = self.merge(&place, key, "correct", &patch).await?;
         }
-        self.cache
+        place
+            .cache
             .wrote(self.kind, namespace, &self.name, Some((&held.0, held.1)));
         Ok(())
     }
 
     async fn merge(
         &self,
-        namespace: &str,
+        place: &Place,
+        key: &str,
         verb: &str,
         patch: &Value,
     ) -> Result<(ObservedTarget, Option<String>), Error> {
-        let what = format!("{verb} {} {namespace}/{}", self.kind.as_str(), self.name);
+        let namespace = place.namespace.as_str();
+        let what = format!("{verb} {} {key}/{}", self.kind.as_str(), self.name);
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
@@ -234,7 +236,7 @@ impl TargetWriter {
         let merge = Patch::Merge(patch);
         Ok(match self.kind {
             ConfigKind::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+                let api: Api<ConfigMap> = Api::namespaced(place.client.clone(), namespace);
                 let cm = with_retries(&what, || api.patch(&self.name, &pp, &merge)).await?;
                 (
                     ObservedTarget::from_config_map(&cm, &self.key),
@@ -242,7 +244,7 @@ impl TargetWriter {
                 )
             }
             ConfigKind::Secret => {
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+                let api: Api<Secret> = Api::namespaced(place.client.clone(), namespace);
                 let s = with_retries(&what, || api.patch(&self.name, &pp, &merge)).await?;
                 (
                     ObservedTarget::from_secret(&s, &self.key),
@@ -252,19 +254,21 @@ impl TargetWriter {
         })
     }
 
-    /// Deletes the target in `namespace`; already absent is fine.
-    pub async fn delete(&self, namespace: &str) -> Result<(), Error> {
-        let what = format!("delete {} {namespace}/{}", self.kind.as_str(), self.name);
+    /// Deletes the target `key`; already absent is fine.
+    pub async fn delete(&self, key: &str) -> Result<(), Error> {
+        let place = self.fleet.place(key)?;
+        let namespace = place.namespace.as_str();
+        let what = format!("delete {} {key}/{}", self.kind.as_str(), self.name);
         let dp = DeleteParams::default();
         let res = match self.kind {
             ConfigKind::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+                let api: Api<ConfigMap> = Api::namespaced(place.client.clone(), namespace);
                 with_retries(&what, || api.delete(&self.name, &dp))
                     .await
                     .map(drop)
             }
             ConfigKind::Secret => {
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+                let api: Api<Secret> = Api::namespaced(place.client.clone(), namespace);
                 with_retries(&what, || api.delete(&self.name, &dp))
                     .await
                     .map(drop)
@@ -275,7 +279,7 @@ impl TargetWriter {
             other => other,
         };
         if res.is_ok() {
-            self.cache.wrote(self.kind, namespace, &self.name, None);
+            place.cache.wrote(self.kind, namespace, &self.name, None);
         }
         res
     }
@@ -315,13 +319,27 @@ impl TargetWriter {
         let desired = Desired::prior(&prior.meta, prior.snapshot);
         // A target ringfence never wrote (its write failed) is not in the cache: look first,
         // so one that still holds its prior is seen to, and not written again.
-        if self.cache.target(self.kind, ns, &self.name).is_none()
-            && let Some((held, version)) =
-                fetch_target(&self.client, self.kind, ns, &self.name, &self.key).await?
+        let place = self.fleet.place(ns)?;
+        if place
+            .cache
+            .target(self.kind, &place.namespace, &self.name)
+            .is_none()
+            && let Some((held, version)) = fetch_target(
+                &place.client,
+                self.kind,
+                &place.namespace,
+                &self.name,
+                &self.key,
+            )
+            .await?
             && desired.fixup(&held).is_none()
         {
-            self.cache
-                .wrote(self.kind, ns, &self.name, Some((&held, version)));
+            place.cache.wrote(
+                self.kind,
+                &place.namespace,
+                &self.name,
+                Some((&held, version)),
+            );
             return Ok(());
         }
         self.put(ns, &desired).await

@@ -173,6 +173,7 @@ fn targets_namespace(
     ns: &str,
     targeting: &HashSet<ObjectRef<ConfigRollout>>,
 ) -> bool {
+    let ns = engine::split_target(ns).1;
     targeting.contains(&ObjectRef::from_obj(r)) || engine::listed(&r.spec).any(|t| t == ns)
 }
 
@@ -195,11 +196,16 @@ pub(super) fn by_namespace(
     layouts: &Layouts,
     obj: &PartialObjectMeta<Namespace>,
 ) -> Refs {
-    let ns = obj.name_any();
-    let targeting: HashSet<_> = layouts.targeting(&ns).into_iter().collect();
+    rollouts_of_namespace(store, layouts, &obj.name_any())
+}
+
+/// The rollouts a change of the namespace with target key `key` concerns: those not
+/// resolved yet and those targeting it.
+pub(super) fn rollouts_of_namespace(store: &RolloutStore, layouts: &Layouts, key: &str) -> Refs {
+    let targeting: HashSet<_> = layouts.targeting(key).into_iter().collect();
     refs(store, |r| {
         r.status.as_ref().is_none_or(|s| s.rings.is_empty())
-            || targets_namespace(r, &ns, &targeting)
+            || targets_namespace(r, key, &targeting)
     })
 }
 

@@ -242,6 +242,7 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
             ]),
             concurrency: 4,
             max_inflight_writes: 32,
+            cluster_namespace: "ringfence-system".to_string(),
             metrics_addr: LOOPBACK_ANY_PORT,
             health_addr: LOOPBACK_ANY_PORT,
             instance: Some("ringfence-demo".to_string()),

@@ -13,10 +13,13 @@ use super::gates::{
 use super::invalid::Invalid;
 use super::message::{self, LIST_LIMIT, bounded_list};
 use super::model::{Action, Decision, EventNote, EventType, GatePurpose, Inputs, Request};
-use super::rings::{ResolvedRing, alive_namespaces, check_permitted, check_unclaimed, resolve};
+use super::rings::{
+    ResolvedRing, alive_namespaces, check_clusters_permitted, check_permitted, check_unclaimed,
+    resolve,
+};
 use super::rollback::{
-    holds_prior, priors_lost_unnamed, priors_missing, priors_unknown, restamp_actions,
-    restore_order,
+    priors_lost_unnamed, priors_missing, priors_unknown, restamp_actions, restore_order,
+    seen_holding_prior,
 };
 use super::status::{Outcome, reject, workloads_ready};
 use super::validate::{Plan, plan};
@@ -27,6 +30,9 @@ use crate::api::{
 
 /// History entries kept in status, newest first.
 const HISTORY_LIMIT: usize = 10;
+/// How soon a step that waits for an unreachable cluster is decided again, should the
+/// cluster's return not trigger it.
+const UNREACHABLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Decides what to do next from the persisted status and the observed world.
 /// Pure: the same inputs always give the same decision, and a rollout whose
@@ -75,6 +81,8 @@ struct Step<'a> {
     rollback_point_moved: bool,
     /// The rings were resolved afresh in this decision (a lost layout no longer matters).
     resolved: bool,
+    /// Why the step waits for a member cluster: the first target it cannot reach.
+    waiting: Option<String>,
 }
 
 impl<'a> Step<'a> {
@@ -94,7 +102,26 @@ impl<'a> Step<'a> {
             recording: 0,
             rollback_point_moved: false,
             resolved: false,
+            waiting: None,
         }
+    }
+
+    /// Why target `key` cannot be written or observed now (its cluster does not answer),
+    /// noted as what the step waits for.
+    fn unreachable(&mut self, key: &str) -> bool {
+        match self.inputs.world.unreachable(key) {
+            Some(why) => {
+                self.waiting.get_or_insert(why);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `key` exists to be written or restored: a live namespace, or one in a
+    /// cluster that cannot be reached now (never taken for gone).
+    fn live(&self, alive: &std::collections::BTreeSet<&str>, key: &str) -> bool {
+        alive.contains(key) || self.inputs.world.unreachable(key).is_some()
     }
 
     /// Why the rings' targets are unknown: their layout records could not be read.
@@ -209,7 +236,7 @@ impl<'a> Step<'a> {
             check_permitted(
                 &recorded,
                 &self.inputs.rollout.namespace,
-                &self.inputs.world.namespaces,
+                self.inputs.world,
                 self.inputs.settings,
             )?;
             check_unclaimed(&recorded, &self.inputs.world.claimed_by_others)?;
@@ -318,11 +345,17 @@ impl<'a> Step<'a> {
     /// kept: the rollback point stays the last stable content.
     fn start(&mut self) -> Result<(), Invalid> {
         let world = self.inputs.world;
-        let layout = resolve(self.inputs.spec, &world.namespaces)?;
+        check_clusters_permitted(
+            self.inputs.spec,
+            &self.inputs.rollout.namespace,
+            &world.clusters,
+            self.inputs.settings,
+        )?;
+        let layout = resolve(self.inputs.spec, world)?;
         check_permitted(
             &layout,
             &self.inputs.rollout.namespace,
-            &world.namespaces,
+            world,
             self.inputs.settings,
         )?;
         check_unclaimed(&layout, &world.claimed_by_others)?;
@@ -456,13 +489,20 @@ impl<'a> Step<'a> {
         let live_targets: Vec<&String> = ring
             .targets
             .iter()
-            .filter(|ns| alive.contains(ns.as_str()))
+            .filter(|ns| self.live(&alive, ns))
             .collect();
-        let pending: Vec<String> = live_targets
-            .iter()
-            .filter(|ns| !self.holds_revision(ns))
-            .map(|ns| ns.to_string())
-            .collect();
+        // A target whose cluster cannot be reached is never taken as written: the ring
+        // waits for it, and its write is retried once the cluster answers.
+        let mut pending: Vec<String> = Vec::new();
+        let mut unreachable = 0usize;
+        for ns in &live_targets {
+            if self.unreachable(ns) {
+                unreachable += 1;
+                pending.push(ns.to_string());
+            } else if !self.holds_revision(ns) {
+                pending.push(ns.to_string());
+            }
+        }
         if pending.is_empty() {
             if let Some(ring) = self.status.rings.get_mut(index) {
                 ring.phase = RingPhase::Verifying;
@@ -501,7 +541,18 @@ impl<'a> Step<'a> {
             .rings
             .get(index)
             .map_or(1, |r| r.max_concurrent.batch(ring.targets.len()));
-        let batch: Vec<String> = pending.into_iter().take(batch).collect();
+        let batch: Vec<String> = pending
+            .into_iter()
+            .filter(|ns| world.unreachable(ns).is_none())
+            .take(batch)
+            .collect();
+        if batch.is_empty() {
+            // Only targets of unreachable clusters are left: a member coming back triggers
+            // the next step; the requeue is a backstop.
+            debug_assert!(unreachable > 0);
+            self.requeue(after(self.inputs.now, UNREACHABLE_RECHECK));
+            return;
+        }
         let unrecorded: Vec<String> = batch
             .iter()
             .filter(|ns| !world.priors.contains_key(ns.as_str()))
@@ -560,7 +611,52 @@ impl<'a> Step<'a> {
             self.fail_ring(index, "GateFailed", detail, gates);
             return;
         }
+        let unreachable = ring.targets.iter().find_map(|t| world.unreachable(t));
+        if let Some(why) = &unreachable {
+            // A partition is never healthy: what the gates would say is unknown.
+            for gate in &mut ring.gates {
+                gate.verdict = Some(crate::api::Verdict::Inconclusive);
+                gate.message = Some(why.clone());
+            }
+            if ring.unreachable_since.is_none() {
+                ring.unreachable_since = Some(self.now.clone());
+            }
+        } else {
+            ring.unreachable_since = None;
+        }
         let ring_snapshot = ring.clone();
+        if let Some(why) = unreachable {
+            self.waiting.get_or_insert(why.clone());
+            let since = ring_snapshot
+                .unreachable_since
+                .as_ref()
+                .map_or(now, |t| t.0);
+            let deadline = after(since, self.plan.progress_deadline);
+            if deadline.is_some_and(|d| d <= now) {
+                let detail = format!(
+                    "{why}, for {}",
+                    message::format_duration(self.plan.progress_deadline)
+                );
+                self.fail_ring(
+                    index,
+                    "ProgressDeadlineExceeded",
+                    detail,
+                    ring_snapshot.gates,
+                );
+                return;
+            }
+            if let Some(id) = self.pending_request(Request::Promote) {
+                self.mark_handled(Request::Promote, id.clone());
+                let note = format!("promote request {id} refused: {why}");
+                self.event(EventType::Warning, "PromoteRefused", note);
+            }
+            if let Some(ring) = self.status.rings.get_mut(index) {
+                ring.healthy_since = None;
+            }
+            self.requeue(deadline);
+            self.requeue(after(now, UNREACHABLE_RECHECK));
+            return;
+        }
         let ready = workloads_ready(self.plan, world, &ring_snapshot);
         let deadline = self.deadline(&ring_snapshot);
         if !ready && deadline.is_some_and(|d| d <= now) {
@@ -786,19 +882,30 @@ impl<'a> Step<'a> {
         let alive = alive_namespaces(&world.namespaces);
         let live: Vec<String> = order
             .into_iter()
-            .filter(|ns| alive.contains(ns.as_str()))
+            .filter(|ns| self.live(&alive, ns))
             .collect();
-        let pending: Vec<String> = live
+        let unrestored: Vec<String> = live
             .iter()
             .filter(|ns| {
                 !world.unreadable_priors.contains_key(ns.as_str())
                     && world
                         .priors
                         .get(*ns)
-                        .is_some_and(|p| !p.lost && !holds_prior(world.targets.get(*ns), p))
+                        .is_some_and(|p| !p.lost && !seen_holding_prior(world, ns, p))
             })
             .cloned()
             .collect();
+        // A target of a cluster that cannot be reached is restored once it answers; until
+        // then the rollback is not complete.
+        let mut waiting = false;
+        let mut pending = Vec::with_capacity(unrestored.len());
+        for ns in unrestored {
+            if self.unreachable(&ns) {
+                waiting = true;
+            } else {
+                pending.push(ns);
+            }
+        }
         let restart = self.plan.workloads.as_ref().is_some_and(|w| w.restart);
         let stamps = if restart {
             restamp_actions(
@@ -818,6 +925,10 @@ impl<'a> Step<'a> {
             }
             self.actions.extend(stamps);
             self.requeue_now();
+            return;
+        }
+        if waiting {
+            self.requeue(after(self.inputs.now, UNREACHABLE_RECHECK));
             return;
         }
         let missing = priors_missing(world, &self.key, self.status.stable_revision.as_deref());
@@ -911,6 +1022,7 @@ impl<'a> Step<'a> {
             layout_missing,
             recording: self.recording,
             rollback_point_moved: self.rollback_point_moved,
+            waiting: self.waiting.as_deref(),
         }
         .derive();
         Decision {

@@ -35,6 +35,15 @@ pub fn gate_requests(inputs: &Inputs) -> Vec<GateRequest> {
     let Some((index, ring)) = active_ring(status) else {
         return Vec::new();
     };
+    // What a partitioned cluster's metrics say is not evidence: no gate is evaluated
+    // (the step marks them Inconclusive).
+    if ring
+        .targets
+        .iter()
+        .any(|t| inputs.world.unreachable(t).is_some())
+    {
+        return Vec::new();
+    }
     let purpose = match ring.phase {
         RingPhase::Applying if !held => GatePurpose::Baseline,
         RingPhase::Verifying => GatePurpose::Check,

@@ -93,6 +93,8 @@ mod status;
 mod validate;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod decide_tests;
 #[cfg(test)]
 mod proptests;

@@ -129,9 +129,14 @@ pub struct World {
     pub config: Option<Result<ResolvedConfig, String>>,
     /// The rules of `spec.config.validationRef`, or why they could not be read; None without one.
     pub validation: Option<Result<Vec<ValidationRule>, String>>,
-    /// Every namespace the controller can see, with its labels.
+    /// Every namespace the controller can see, with its labels: the local cluster's and
+    /// those of each reachable member cluster.
     pub namespaces: Vec<NamespaceInfo>,
-    /// Current state of the target object in each namespace that has one (or that a ring resolves to).
+    /// Registered member clusters, by name.
+    pub clusters: BTreeMap<String, ClusterInfo>,
+    /// Current state of the target object in each namespace that has one (or that a ring
+    /// resolves to), by target key. A target of an unreachable cluster that was never seen
+    /// has no entry: its state is unknown.
     pub targets: BTreeMap<String, TargetState>,
     /// Prior content recorded durably, per target namespace, for the current rollback point.
     pub priors: BTreeMap<String, PriorRecord>,
@@ -161,9 +166,60 @@ pub struct CredentialsSecret {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A registered member cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// Its labels: those of its cluster Secret, except ringfence's own.
+    pub labels: BTreeMap<String, String>,
+    /// The namespace its cluster Secret lets target it (`ringfence.dev/allow-from`).
+    pub allow_from: Option<String>,
+    /// Why it cannot be used now (not answering, or a bad kubeconfig); None while it answers
+    /// and its namespaces and targets have been listed since it last came back.
+    pub unreachable: Option<String>,
+}
+
+/// A target's key: its namespace in the local cluster, `cluster/namespace` in a member
+/// cluster (neither a namespace nor a cluster name can contain `/`).
+pub fn target_key(cluster: Option<&str>, namespace: &str) -> String {
+    match cluster {
+        Some(c) => format!("{c}/{namespace}"),
+        None => namespace.to_string(),
+    }
+}
+
+/// The member cluster (None: local) and namespace of a target key.
+pub fn split_target(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('/') {
+        Some((c, ns)) => (Some(c), ns),
+        None => (None, key),
+    }
+}
+
+impl World {
+    /// Why the cluster of target `key` cannot be used now; None for a local target or a
+    /// member that answers.
+    pub fn unreachable(&self, key: &str) -> Option<String> {
+        self.cluster_unreachable(split_target(key).0?)
+    }
+
+    /// Why member `cluster` cannot be used now; None while it answers.
+    pub fn cluster_unreachable(&self, cluster: &str) -> Option<String> {
+        match self.clusters.get(cluster) {
+            None => Some(format!("cluster {cluster} is not registered")),
+            Some(info) => info
+                .unreachable
+                .as_ref()
+                .map(|why| format!("cluster {cluster} cannot be reached: {why}")),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NamespaceInfo {
+    /// The target key of the namespace: its name locally, `cluster/name` in a member.
     pub name: String,
+    /// The member cluster it is in; None: local.
+    pub cluster: Option<String>,
     pub labels: BTreeMap<String, String>,
     /// Being deleted: never written.
     pub terminating: bool,

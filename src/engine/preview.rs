@@ -92,15 +92,15 @@ pub fn preview(inputs: &Inputs) -> Preview {
     let find = |name: &str| -> Option<&NamespaceInfo> {
         world.namespaces.iter().find(|ns| ns.name == name)
     };
-    let rings = select(&spec, &world.namespaces)
+    let rings = select(&spec, world)
         .unwrap_or_default()
         .into_iter()
         .map(|ring| {
             let mut targets = Vec::new();
             let mut skipped = Vec::new();
             for name in ring.targets {
-                let allowed =
-                    find(&name).is_none_or(|ns| permitted(ns, namespace, inputs.settings));
+                let allowed = find(&name)
+                    .is_none_or(|ns| permitted(ns, namespace, &world.clusters, inputs.settings));
                 if !allowed {
                     skipped.push((name, Skip::NotPermitted));
                 } else if let Some(owner) = world.claimed_by_others.get(&name) {
@@ -162,6 +162,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             terminating,
+            cluster: None,
         }
     }
 

@@ -7,8 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::{Selector, SelectorExt};
 
 use super::invalid::Invalid;
-use super::model::{NamespaceInfo, Settings};
-use crate::api::{ALLOW_FROM_LABEL, ConfigRolloutSpec, RingStatus};
+use super::model::{ClusterInfo, NamespaceInfo, Settings, World, split_target, target_key};
+use crate::api::{
+    ALLOW_FROM_LABEL, CLUSTER_LABEL, ConfigRolloutSpec, LOCAL_CLUSTER, Ring, RingStatus,
+};
 
 /// One ring's targets as resolved when a revision starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,16 +37,29 @@ impl ResolvedRing {
     }
 }
 
-/// Resolves every ring against the namespaces that exist now. A namespace
-/// belongs to the first ring that selects it; terminating namespaces are never
-/// targets. Explicitly listed namespaces that do not exist, and rings left
-/// with no target, make the spec invalid: nothing is written for a ring that
-/// cannot be what its author meant.
+/// Resolves every ring against the namespaces that exist now, in each of its clusters. A
+/// namespace belongs to the first ring that selects it; terminating namespaces are never
+/// targets. Explicitly listed namespaces or clusters that do not exist, clusters that
+/// cannot be reached (their namespaces are unknown), and rings left with no target, make
+/// the spec invalid: nothing is written for a ring that cannot be what its author meant.
 pub(crate) fn resolve(
     spec: &ConfigRolloutSpec,
-    namespaces: &[NamespaceInfo],
+    world: &World,
 ) -> Result<Vec<ResolvedRing>, Invalid> {
-    let rings = select(spec, namespaces)?;
+    for ring in &spec.rings {
+        for cluster in ring_clusters(ring, &world.clusters)?.into_iter().flatten() {
+            if let Some(why) = world.cluster_unreachable(&cluster) {
+                return Err(Invalid::new(
+                    "ClusterUnreachable",
+                    format!(
+                        "ring {}: {why}; its namespaces cannot be resolved until it answers",
+                        ring.name
+                    ),
+                ));
+            }
+        }
+    }
+    let rings = select(spec, world)?;
     let missing: Vec<&str> = rings
         .iter()
         .flat_map(|r| &r.missing)
@@ -71,42 +86,94 @@ pub(crate) fn resolve(
     Ok(rings)
 }
 
+/// The clusters a ring's namespaces are in (None: local), in the order listed, or by name
+/// for a selector. A listed cluster that is not registered makes the spec invalid.
+pub(crate) fn ring_clusters(
+    ring: &Ring,
+    clusters: &BTreeMap<String, ClusterInfo>,
+) -> Result<Vec<Option<String>>, Invalid> {
+    if let Some(selector) = &ring.cluster_selector {
+        let selector = parse_selector(selector)
+            .map_err(|e| invalid_selector(&ring.name, &format!("clusterSelector: {e}")))?;
+        return Ok(clusters
+            .iter()
+            .filter(|(_, c)| selector.matches(&c.labels))
+            .map(|(name, _)| Some(name.clone()))
+            .collect());
+    }
+    let Some(list) = &ring.clusters else {
+        return Ok(vec![None]);
+    };
+    let mut out: Vec<Option<String>> = Vec::new();
+    let mut unknown = Vec::new();
+    for name in list {
+        let cluster = (name != LOCAL_CLUSTER).then(|| name.clone());
+        if out.contains(&cluster) {
+            continue;
+        }
+        if cluster.is_some() && !clusters.contains_key(name) {
+            unknown.push(name.as_str());
+        }
+        out.push(cluster);
+    }
+    if !unknown.is_empty() {
+        return Err(Invalid::new(
+            "ClusterNotFound",
+            format!(
+                "ring {}: clusters {} are not registered (a Secret labelled {CLUSTER_LABEL}=true in the operator's namespace registers one)",
+                ring.name,
+                unknown.join(", ")
+            ),
+        ));
+    }
+    Ok(out)
+}
+
 /// What each ring selects, with what it cannot target and why; only a malformed
-/// selector is an error here.
+/// selector or an unknown cluster is an error here.
 pub(crate) fn select(
     spec: &ConfigRolloutSpec,
-    namespaces: &[NamespaceInfo],
+    world: &World,
 ) -> Result<Vec<ResolvedRing>, Invalid> {
-    let by_name: BTreeMap<&str, &NamespaceInfo> =
-        namespaces.iter().map(|ns| (ns.name.as_str(), ns)).collect();
+    let by_name: BTreeMap<&str, &NamespaceInfo> = world
+        .namespaces
+        .iter()
+        .map(|ns| (ns.name.as_str(), ns))
+        .collect();
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut rings = Vec::with_capacity(spec.rings.len());
     for ring in &spec.rings {
         let mut missing = Vec::new();
-        let selected: Vec<&NamespaceInfo> = if let Some(list) = &ring.namespaces {
-            let mut seen = BTreeSet::new();
-            let mut out = Vec::new();
-            for name in list {
-                if !seen.insert(name.as_str()) {
-                    continue;
-                }
-                match by_name.get(name.as_str()) {
-                    Some(ns) => out.push(*ns),
-                    None => missing.push(name.clone()),
-                }
-            }
-            out
-        } else if let Some(selector) = &ring.namespace_selector {
-            let selector =
-                parse_selector(selector).map_err(|e| invalid_selector(&ring.name, &e))?;
-            by_name
-                .values()
-                .filter(|ns| selector.matches(&ns.labels))
-                .copied()
-                .collect()
-        } else {
-            Vec::new()
+        let mut selected: Vec<&NamespaceInfo> = Vec::new();
+        let namespace_selector = match &ring.namespace_selector {
+            Some(s) => Some(parse_selector(s).map_err(|e| invalid_selector(&ring.name, &e))?),
+            None => None,
         };
+        for cluster in ring_clusters(ring, &world.clusters)? {
+            let cluster = cluster.as_deref();
+            if let Some(list) = &ring.namespaces {
+                let mut seen = BTreeSet::new();
+                for name in list {
+                    if !seen.insert(name.as_str()) {
+                        continue;
+                    }
+                    let key = target_key(cluster, name);
+                    match by_name.get(key.as_str()) {
+                        Some(ns) => selected.push(*ns),
+                        None => missing.push(key),
+                    }
+                }
+            } else if let Some(selector) = &namespace_selector {
+                selected.extend(
+                    by_name
+                        .values()
+                        .filter(|ns| {
+                            ns.cluster.as_deref() == cluster && selector.matches(&ns.labels)
+                        })
+                        .copied(),
+                );
+            }
+        }
         let mut targets = Vec::new();
         let mut duplicates = Vec::new();
         let mut terminating = Vec::new();
@@ -137,6 +204,10 @@ pub(crate) fn check_selectors(spec: &ConfigRolloutSpec) -> Result<(), Invalid> {
     for ring in &spec.rings {
         if let Some(selector) = &ring.namespace_selector {
             parse_selector(selector).map_err(|e| invalid_selector(&ring.name, &e))?;
+        }
+        if let Some(selector) = &ring.cluster_selector {
+            parse_selector(selector)
+                .map_err(|e| invalid_selector(&ring.name, &format!("clusterSelector: {e}")))?;
         }
         if ring.namespaces.is_none() && ring.namespace_selector.is_none() {
             return Err(Invalid::new(
@@ -188,7 +259,10 @@ pub(crate) fn parse_selector(selector: &LabelSelector) -> Result<Selector, Strin
 /// observes only these, and maps namespace events to rollouts by them.
 #[derive(Debug)]
 pub(crate) struct Scope<'a> {
-    named: BTreeSet<&'a str>,
+    /// Target keys named explicitly.
+    named: BTreeSet<String>,
+    /// Namespaces listed by rings whose clusters are chosen by a selector, in any cluster.
+    listed_anywhere: BTreeSet<&'a str>,
     /// The rings' selectors that parse: a malformed one (the spec is invalid) selects nothing.
     selectors: Vec<Selector>,
 }
@@ -199,29 +273,56 @@ impl<'a> Scope<'a> {
         rings: &'a [RingStatus],
         recorded: impl IntoIterator<Item = &'a str>,
     ) -> Self {
-        let named = listed(spec)
-            .chain(rings.iter().flat_map(|r| &r.targets))
-            .map(String::as_str)
-            .chain(recorded)
+        let mut named: BTreeSet<String> = rings
+            .iter()
+            .flat_map(|r| &r.targets)
+            .map(String::clone)
+            .chain(recorded.into_iter().map(str::to_string))
             .collect();
+        let mut listed_anywhere = BTreeSet::new();
+        for ring in &spec.rings {
+            let Some(list) = &ring.namespaces else {
+                continue;
+            };
+            if ring.cluster_selector.is_some() {
+                listed_anywhere.extend(list.iter().map(String::as_str));
+                continue;
+            }
+            let clusters: Vec<Option<&str>> = match &ring.clusters {
+                None => vec![None],
+                Some(cs) => cs
+                    .iter()
+                    .map(|c| (c != LOCAL_CLUSTER).then_some(c.as_str()))
+                    .collect(),
+            };
+            for cluster in clusters {
+                named.extend(list.iter().map(|ns| target_key(cluster, ns)));
+            }
+        }
         let selectors = spec
             .rings
             .iter()
             .filter_map(|r| r.namespace_selector.as_ref())
             .filter_map(|s| parse_selector(s).ok())
             .collect();
-        Self { named, selectors }
+        Self {
+            named,
+            listed_anywhere,
+            selectors,
+        }
     }
 
-    /// The namespaces named explicitly: listed by a ring, a ring's target in status, or
+    /// The target keys named explicitly: listed by a ring, a ring's target in status, or
     /// holding a prior record. They need not exist.
-    pub fn named(&self) -> &BTreeSet<&'a str> {
+    pub fn named(&self) -> &BTreeSet<String> {
         &self.named
     }
 
-    /// Whether the namespace `name` with `labels` is in scope.
-    pub fn contains(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
-        self.named.contains(name) || self.selectors.iter().any(|s| s.matches(labels))
+    /// Whether the namespace with target key `key` and `labels` is in scope.
+    pub fn contains(&self, key: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.named.contains(key)
+            || self.listed_anywhere.contains(split_target(key).1)
+            || self.selectors.iter().any(|s| s.matches(labels))
     }
 }
 
@@ -232,45 +333,116 @@ pub(crate) fn listed(spec: &ConfigRolloutSpec) -> impl Iterator<Item = &String> 
         .flat_map(|r| r.namespaces.iter().flatten())
 }
 
-/// The confused-deputy guard: a rollout may write into its own namespace,
-/// into namespaces labelled `ringfence.dev/allow-from=<its namespace>`, or
-/// anywhere when its namespace is trusted by the operator's settings.
-/// Namespaces that no longer exist are not checked: nothing is written there.
+/// The confused-deputy guard: a rollout may write into its own namespace, into
+/// namespaces labelled `ringfence.dev/allow-from=<its namespace>`, into a member cluster
+/// whose cluster Secret carries that label, or anywhere when its namespace is trusted by
+/// the operator's settings. Namespaces that no longer exist, and clusters no longer
+/// registered, are not checked: nothing is written there.
 pub(crate) fn check_permitted(
     rings: &[ResolvedRing],
     rollout_namespace: &str,
-    namespaces: &[NamespaceInfo],
+    world: &World,
     settings: &Settings,
 ) -> Result<(), Invalid> {
     if settings.trusted_namespaces.contains(rollout_namespace) {
         return Ok(());
     }
-    let by_name: BTreeMap<&str, &NamespaceInfo> =
-        namespaces.iter().map(|ns| (ns.name.as_str(), ns)).collect();
-    let denied: Vec<&str> = rings
+    let by_name: BTreeMap<&str, &NamespaceInfo> = world
+        .namespaces
         .iter()
-        .flat_map(|r| r.targets.iter())
-        .filter(|target| {
-            by_name
-                .get(target.as_str())
-                .is_some_and(|ns| !permitted(ns, rollout_namespace, settings))
-        })
-        .map(String::as_str)
+        .map(|ns| (ns.name.as_str(), ns))
         .collect();
+    let mut clusters: BTreeSet<&str> = BTreeSet::new();
+    let mut namespaces: Vec<&str> = Vec::new();
+    for target in rings.iter().flat_map(|r| r.targets.iter()) {
+        match split_target(target).0 {
+            Some(cluster) => {
+                if world
+                    .clusters
+                    .get(cluster)
+                    .is_some_and(|c| !cluster_permitted(c, rollout_namespace, settings))
+                {
+                    clusters.insert(cluster);
+                }
+            }
+            None => {
+                if by_name
+                    .get(target.as_str())
+                    .is_some_and(|ns| !permitted(ns, rollout_namespace, &world.clusters, settings))
+                {
+                    namespaces.push(target);
+                }
+            }
+        }
+    }
+    if clusters.is_empty() && namespaces.is_empty() {
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    if !namespaces.is_empty() {
+        parts.push(format!(
+            "namespaces {} do not allow rollouts from {rollout_namespace} (label them {ALLOW_FROM_LABEL}={rollout_namespace})",
+            namespaces.join(", ")
+        ));
+    }
+    if !clusters.is_empty() {
+        parts.push(format!(
+            "clusters {} do not allow rollouts from {rollout_namespace} (label their cluster Secrets {ALLOW_FROM_LABEL}={rollout_namespace})",
+            clusters.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Err(Invalid::new("TargetNotPermitted", parts.join("; ")))
+}
+
+/// Checks the spec's named and selected clusters before any of them is resolved, so a
+/// cluster the rollout may not target is refused even while it cannot be reached.
+pub(crate) fn check_clusters_permitted(
+    spec: &ConfigRolloutSpec,
+    rollout_namespace: &str,
+    clusters: &BTreeMap<String, ClusterInfo>,
+    settings: &Settings,
+) -> Result<(), Invalid> {
+    let mut denied = BTreeSet::new();
+    for ring in &spec.rings {
+        for cluster in ring_clusters(ring, clusters)?.into_iter().flatten() {
+            if clusters
+                .get(&cluster)
+                .is_some_and(|c| !cluster_permitted(c, rollout_namespace, settings))
+            {
+                denied.insert(cluster);
+            }
+        }
+    }
     if denied.is_empty() {
         return Ok(());
     }
     Err(Invalid::new(
         "TargetNotPermitted",
         format!(
-            "namespaces {} do not allow rollouts from {rollout_namespace} (label them {ALLOW_FROM_LABEL}={rollout_namespace})",
-            denied.join(", ")
+            "clusters {} do not allow rollouts from {rollout_namespace} (label their cluster Secrets {ALLOW_FROM_LABEL}={rollout_namespace})",
+            denied.into_iter().collect::<Vec<_>>().join(", ")
         ),
     ))
 }
 
-/// Whether a rollout in `rollout_namespace` may write into `ns`.
-pub(crate) fn permitted(ns: &NamespaceInfo, rollout_namespace: &str, settings: &Settings) -> bool {
+fn cluster_permitted(cluster: &ClusterInfo, rollout_namespace: &str, settings: &Settings) -> bool {
+    settings.trusted_namespaces.contains(rollout_namespace)
+        || cluster.allow_from.as_deref() == Some(rollout_namespace)
+}
+
+/// Whether a rollout in `rollout_namespace` may write into `ns`: in a member cluster, as
+/// its cluster Secret allows.
+pub(crate) fn permitted(
+    ns: &NamespaceInfo,
+    rollout_namespace: &str,
+    clusters: &BTreeMap<String, ClusterInfo>,
+    settings: &Settings,
+) -> bool {
+    if let Some(cluster) = &ns.cluster {
+        return clusters
+            .get(cluster)
+            .is_some_and(|c| cluster_permitted(c, rollout_namespace, settings));
+    }
     settings.trusted_namespaces.contains(rollout_namespace)
         || ns.name == rollout_namespace
         || ns.labels.get(ALLOW_FROM_LABEL).map(String::as_str) == Some(rollout_namespace)
@@ -317,6 +489,13 @@ mod tests {
 
     use super::*;
     use crate::engine::testkit::{ns, ns_labelled, selector, spec_with_rings, test_key};
+
+    fn world(namespaces: Vec<NamespaceInfo>) -> World {
+        World {
+            namespaces,
+            ..World::default()
+        }
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -395,7 +574,7 @@ mod tests {
         let err = check_selectors(&spec).unwrap_err();
         assert_eq!(err.reason, "InvalidSelector");
         assert!(err.message.starts_with("ring broad: "), "{}", err.message);
-        let err = resolve(&spec, &[ns("a")]).unwrap_err();
+        let err = resolve(&spec, &world(vec![ns("a")])).unwrap_err();
         assert_eq!(err.reason, "InvalidSelector");
     }
 
@@ -412,7 +591,7 @@ mod tests {
         let scope = Scope::new(&spec, &rings, ["cell-9"]);
         assert_eq!(
             scope.named(),
-            &BTreeSet::from(["cell-0", "cell-1", "cell-9"])
+            &BTreeSet::from(["cell-0".to_string(), "cell-1".into(), "cell-9".into()])
         );
         let none = BTreeMap::new();
         for name in ["cell-0", "cell-1", "cell-9"] {
@@ -440,7 +619,7 @@ mod tests {
     #[test]
     fn first_ring_wins_and_duplicates_are_reported() {
         let spec = spec_with_rings(&[("canary", &["a"]), ("rest", &["a", "b"])]);
-        let rings = resolve(&spec, &[ns("a"), ns("b")]).unwrap();
+        let rings = resolve(&spec, &world(vec![ns("a"), ns("b")])).unwrap();
         assert_eq!(rings[0].targets, vec!["a"]);
         assert_eq!(rings[1].targets, vec!["b"]);
         assert_eq!(rings[1].duplicates, vec!["a"]);
@@ -451,14 +630,14 @@ mod tests {
         let spec = spec_with_rings(&[("canary", &["a", "b"])]);
         let mut b = ns("b");
         b.terminating = true;
-        let rings = resolve(&spec, &[ns("a"), b]).unwrap();
+        let rings = resolve(&spec, &world(vec![ns("a"), b])).unwrap();
         assert_eq!(rings[0].targets, vec!["a"]);
     }
 
     #[test]
     fn ring_with_zero_targets_is_invalid() {
         let spec = spec_with_rings(&[("canary", &["a"]), ("rest", &["a"])]);
-        let err = resolve(&spec, &[ns("a")]).unwrap_err();
+        let err = resolve(&spec, &world(vec![ns("a")])).unwrap_err();
         assert_eq!(err.reason, "NoTargets");
         assert!(err.message.contains("rest"));
     }
@@ -466,7 +645,7 @@ mod tests {
     #[test]
     fn missing_listed_namespace_is_invalid() {
         let spec = spec_with_rings(&[("canary", &["a", "ghost"])]);
-        let err = resolve(&spec, &[ns("a")]).unwrap_err();
+        let err = resolve(&spec, &world(vec![ns("a")])).unwrap_err();
         assert_eq!(err.reason, "NamespaceNotFound");
         assert!(err.message.contains("ghost"));
     }
@@ -480,11 +659,11 @@ mod tests {
             terminating: vec![],
             missing: vec![],
         }];
-        let namespaces = vec![
+        let namespaces = world(vec![
             ns("platform"),
             ns_labelled("cell-a", &[(ALLOW_FROM_LABEL, "platform")]),
             ns_labelled("cell-b", &[(ALLOW_FROM_LABEL, "other")]),
-        ];
+        ]);
         let err = check_permitted(&rings, "platform", &namespaces, &Settings::new(test_key()))
             .unwrap_err();
         assert_eq!(err.reason, "TargetNotPermitted");

@@ -54,6 +54,15 @@ pub(crate) fn holds_prior(target: Option<&TargetState>, prior: &PriorRecord) -> 
     }
 }
 
+/// Whether target `key` was seen holding its prior: a target of a cluster that cannot be
+/// reached counts only by what was last seen of it, and one never seen is unknown.
+pub(crate) fn seen_holding_prior(world: &World, key: &str, prior: &PriorRecord) -> bool {
+    match world.targets.get(key) {
+        None if world.unreachable(key).is_some() => false,
+        target => holds_prior(target, prior),
+    }
+}
+
 /// The revision restored workloads are stamped with: the one the prior
 /// content carried, else the stable revision, else the prior content's own
 /// hash. Any value other than the rolled-back revision makes pods reload.

@@ -14,7 +14,7 @@ use super::layout;
 use super::message::{self, Observed, drift_list};
 use super::model::{Decision, EventNote, EventType, Inputs, World};
 use super::rings::alive_namespaces;
-use super::rollback::{holds_prior, priors_lost_unnamed, priors_missing};
+use super::rollback::{priors_lost_unnamed, priors_missing, seen_holding_prior};
 use super::validate::{Plan, last_valid_spec};
 use crate::api::{ConfigRolloutStatus, FIELD_MANAGER, Phase, PriorsStatus, RingPhase, RingStatus};
 
@@ -37,6 +37,8 @@ pub(crate) struct Outcome<'a> {
     pub recording: usize,
     /// The rollback point moved on in the decision.
     pub rollback_point_moved: bool,
+    /// Why the decision waits for a member cluster, if it does.
+    pub waiting: Option<&'a str>,
 }
 
 impl Outcome<'_> {
@@ -98,7 +100,7 @@ impl Outcome<'_> {
             world
                 .priors
                 .iter()
-                .filter(|(ns, p)| !holds_prior(world.targets.get(*ns), p))
+                .filter(|(ns, p)| !seen_holding_prior(world, ns, p))
                 .count()
         } else {
             0
@@ -236,10 +238,23 @@ impl Outcome<'_> {
                 )
             }),
         };
+        let blocked = blocked.or_else(|| {
+            self.waiting.map(|why| {
+                let what = if self.status.phase == Some(Phase::RollingBack) {
+                    "the rollback"
+                } else {
+                    "the ring"
+                };
+                (
+                    "ClusterUnreachable",
+                    format!("{what} waits: {why}; nothing is written there until it answers"),
+                )
+            })
+        });
         if let Some((reason, message)) = blocked
             && matches!(
                 self.status.phase,
-                Some(Phase::Progressing) | Some(Phase::Paused)
+                Some(Phase::Progressing) | Some(Phase::Paused) | Some(Phase::RollingBack)
             )
         {
             return Desired {

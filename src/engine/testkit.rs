@@ -32,7 +32,7 @@ pub(crate) fn ns_labelled(name: &str, labels: &[(&str, &str)]) -> NamespaceInfo 
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        terminating: false,
+        ..NamespaceInfo::default()
     }
 }
 
@@ -53,6 +53,8 @@ pub(crate) fn spec_with_rings(rings: &[(&str, &[&str])]) -> ConfigRolloutSpec {
                 name: name.to_string(),
                 namespaces: Some(namespaces.iter().map(|n| n.to_string()).collect()),
                 namespace_selector: None,
+                clusters: None,
+                cluster_selector: None,
                 bake: "0s".into(),
                 max_concurrent: None,
             })
@@ -391,6 +393,19 @@ impl Sim {
     }
 
     fn execute(&mut self, action: &Action) {
+        let touches = match action {
+            Action::RecordPriors { namespaces }
+            | Action::RecordLostPriors { namespaces }
+            | Action::WriteTargets { namespaces, .. }
+            | Action::RestoreTargets { namespaces } => namespaces.clone(),
+            Action::StampWorkloads { namespace, .. } => vec![namespace.clone()],
+        };
+        for n in touches {
+            if let Some(why) = self.world.unreachable(&n) {
+                self.violations
+                    .push(format!("{action:?} reached for {n}, but {why}"));
+            }
+        }
         match action {
             Action::RecordPriors { namespaces } => {
                 for n in namespaces {

@@ -1,6 +1,6 @@
 //! Placeholders in a Prometheus gate's query template: `{{ namespaces }}`,
-//! `{{ ring }}`, `{{ revision }}`, `{{ rollout }}` and `{{ namespace }}`
-//! (whitespace inside the braces optional).
+//! `{{ cluster }}`, `{{ clusters }}`, `{{ ring }}`, `{{ revision }}`, `{{ rollout }}` and
+//! `{{ namespace }}` (whitespace inside the braces optional).
 //!
 //! Values are rendered for use inside a PromQL string literal, as in
 //! `namespace=~"{{ namespaces }}"`: `{{ namespaces }}` becomes a regex alternation
@@ -10,11 +10,18 @@
 
 use std::fmt;
 
+use crate::api::LOCAL_CLUSTER;
+use crate::engine::split_target;
+
 /// A placeholder a query template may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Placeholder {
-    /// The ring's target namespaces, as a regex alternation.
+    /// The ring's target namespaces (without their clusters), as a regex alternation.
     Namespaces,
+    /// The ring's cluster (`local` for the hub); several joined by `|`.
+    Cluster,
+    /// The ring's clusters, as a regex alternation.
+    Clusters,
     /// The ring's name.
     Ring,
     /// The revision being rolled out.
@@ -26,8 +33,10 @@ pub enum Placeholder {
 }
 
 impl Placeholder {
-    const ALL: [Placeholder; 5] = [
+    const ALL: [Placeholder; 7] = [
         Self::Namespaces,
+        Self::Cluster,
+        Self::Clusters,
         Self::Ring,
         Self::Revision,
         Self::Rollout,
@@ -38,6 +47,8 @@ impl Placeholder {
     pub fn name(self) -> &'static str {
         match self {
             Self::Namespaces => "namespaces",
+            Self::Cluster => "cluster",
+            Self::Clusters => "clusters",
             Self::Ring => "ring",
             Self::Revision => "revision",
             Self::Rollout => "rollout",
@@ -60,7 +71,7 @@ impl fmt::Display for Placeholder {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error(
-        "unknown placeholder {{{{ {name} }}}} at byte {offset} (use {{{{ namespaces }}}}, {{{{ ring }}}}, {{{{ revision }}}}, {{{{ rollout }}}} or {{{{ namespace }}}})"
+        "unknown placeholder {{{{ {name} }}}} at byte {offset} (use {{{{ namespaces }}}}, {{{{ cluster }}}}, {{{{ clusters }}}}, {{{{ ring }}}}, {{{{ revision }}}}, {{{{ rollout }}}} or {{{{ namespace }}}})"
     )]
     Unknown { name: String, offset: usize },
     #[error("unclosed {{{{ at byte {offset}: a placeholder ends with }}}}")]
@@ -70,6 +81,7 @@ pub enum TemplateError {
 /// What the placeholders stand for when a gate is evaluated for one ring.
 #[derive(Debug, Clone, Copy)]
 pub struct TemplateVars<'a> {
+    /// The ring's target keys (`namespace`, or `cluster/namespace` in a member cluster).
     /// Never empty in practice: an empty alternation renders as `""`, which in
     /// `=~""` matches series that lack the label altogether.
     pub namespaces: &'a [String],
@@ -129,10 +141,15 @@ pub fn render(query: &str, vars: &TemplateVars<'_>) -> Result<String, TemplateEr
             Piece::Text(text) => out.push_str(text),
             Piece::Placeholder(p) => {
                 let value = match p {
-                    Placeholder::Namespaces => vars
-                        .namespaces
-                        .iter()
-                        .map(|ns| escape_regex(ns))
+                    Placeholder::Namespaces => distinct(vars.namespaces, |key| split_target(key).1)
+                        .into_iter()
+                        .map(escape_regex)
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                    Placeholder::Cluster => distinct(vars.namespaces, cluster_of).join("|"),
+                    Placeholder::Clusters => distinct(vars.namespaces, cluster_of)
+                        .into_iter()
+                        .map(escape_regex)
                         .collect::<Vec<_>>()
                         .join("|"),
                     Placeholder::Ring => vars.ring.to_string(),
@@ -145,6 +162,19 @@ pub fn render(query: &str, vars: &TemplateVars<'_>) -> Result<String, TemplateEr
         }
     }
     Ok(out)
+}
+
+fn cluster_of(key: &str) -> &str {
+    split_target(key).0.unwrap_or(LOCAL_CLUSTER)
+}
+
+/// What `part` takes from each key, each once, in order of first appearance.
+fn distinct<'a>(keys: &'a [String], part: impl Fn(&'a str) -> &'a str) -> Vec<&'a str> {
+    let mut seen = std::collections::BTreeSet::new();
+    keys.iter()
+        .map(|k| part(k))
+        .filter(|v| seen.insert(*v))
+        .collect()
 }
 
 /// Escapes regex metacharacters, leaving `-` alone: outside a character class
@@ -238,6 +268,25 @@ mod tests {
             placeholders("{{ Ring }}"),
             Err(TemplateError::Unknown { .. })
         ));
+    }
+
+    #[test]
+    fn member_targets_render_their_namespaces_and_clusters_apart() {
+        let keys = [
+            "eu-west-1/checkout".to_string(),
+            "us-east-1/checkout".to_string(),
+            "eu-west-1/cart".to_string(),
+        ];
+        let q = r#"x{cluster=~"{{ clusters }}",namespace=~"{{ namespaces }}",c="{{ cluster }}"}"#;
+        assert_eq!(
+            render(q, &vars(&keys)).unwrap(),
+            r#"x{cluster=~"eu-west-1|us-east-1",namespace=~"checkout|cart",c="eu-west-1|us-east-1"}"#
+        );
+        let local = ["checkout".to_string()];
+        assert_eq!(
+            render("{{ cluster }} {{ namespaces }}", &vars(&local)).unwrap(),
+            "local checkout"
+        );
     }
 
     #[test]

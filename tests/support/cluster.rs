@@ -23,6 +23,8 @@ use super::background::{self, Background};
 
 /// How long a test waits for a state before failing with a dump.
 pub const DEADLINE: Duration = Duration::from_secs(90);
+/// Where the controller under test looks for cluster Secrets.
+pub const CLUSTER_NAMESPACE: &str = "ringfence-system";
 
 pub struct Cluster {
     pub emu: EmulatorHandle,
@@ -87,6 +89,7 @@ impl Cluster {
             gate_addresses: self.gate_addresses.clone(),
             concurrency: 4,
             max_inflight_writes: 32,
+            cluster_namespace: CLUSTER_NAMESPACE.into(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             health_addr: "127.0.0.1:0".parse().unwrap(),
             instance: Some("test".into()),
@@ -364,6 +367,7 @@ impl Replica {
             gate_addresses: test_gate_addresses(),
             concurrency: 4,
             max_inflight_writes: 32,
+            cluster_namespace: CLUSTER_NAMESPACE.into(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             health_addr: "127.0.0.1:0".parse().unwrap(),
             instance: Some(identity.into()),

@@ -434,3 +434,58 @@ async fn a_cluster_secret_with_a_bad_kubeconfig_is_reported_not_fatal() {
         .wait_rollout(NS, "flags", "succeeded", |r| phase(r) == "Succeeded")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_resolves_rings_in_member_clusters_and_names_their_clusters() {
+    let f = fleet().await;
+    let dir = support::tempdir::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    f.hub.emu.write_kubeconfig(&kubeconfig).unwrap();
+    let manifest = dir.path().join("rollout.yaml");
+    let mut spec = rollout("http://smoke.platform/check", "new", "1m", "10m");
+    spec["apiVersion"] = json!("ringfence.dev/v1alpha1");
+    spec["kind"] = json!("ConfigRollout");
+    spec["metadata"]["namespace"] = json!(NS);
+    std::fs::write(&manifest, serde_json::to_string(&spec).unwrap()).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ringfence"))
+        .args(["kubectl", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(["plan", "-o", "json", "-f"])
+        .arg(&manifest)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_str(&stdout).unwrap();
+    let targets: Vec<Vec<(String, String, String)>> = plan["rings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ring| {
+            ring["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    let s = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+                    (s("cluster"), s("namespace"), s("action"))
+                })
+                .collect()
+        })
+        .collect();
+    let t = |c: &str, ns: &str, a: &str| (c.to_string(), ns.to_string(), a.to_string());
+    assert_eq!(
+        targets,
+        vec![
+            vec![t("local", "cell-0", "update")],
+            vec![t("eu", "cell-1", "update"), t("eu", "cell-2", "create")],
+            vec![t("us", "cell-1", "update"), t("us", "cell-3", "update")],
+        ],
+        "{stdout}"
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use ringfence::api::{ConfigRollout, RingPhase};
 use serde_json::{Value, json};
 use support::background::{self, Background};
@@ -425,6 +425,92 @@ async fn requests_wait_until_the_controller_answers() {
     assert!(history.contains("Aborted: abort requested"), "{history}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_shows_the_cluster_of_each_target() {
+    let c = Cluster::start().await;
+    c.namespace(NS, &[]).await;
+    let kubectl = Kubectl::new(&c);
+    c.apply_rollout(
+        NS,
+        json!({
+            "metadata": {"name": "flags"},
+            "spec": {
+                "config": {"name": "flags", "data": {"retries": "3"}},
+                "rings": [{"name": "eu", "namespaces": ["checkout"], "clusters": ["eu-west-1", "local"]}],
+            },
+        }),
+    )
+    .await;
+    // No controller: the status is what a rollout spanning two clusters would hold.
+    Api::<ConfigRollout>::namespaced(c.client.clone(), NS)
+        .patch_status(
+            "flags",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "observedGeneration": 1,
+                "revision": "abcd",
+                "phase": "Progressing",
+                "ringProgress": "1/1 eu",
+                "rings": [{"name": "eu", "phase": "Verifying", "targetCount": 2, "updated": 1,
+                           "firstTargets": ["eu-west-1/checkout", "checkout"]}],
+            }})),
+        )
+        .await
+        .expect("status patched");
+
+    let tree = kubectl.ok(&["ringfence", "get", "flags", "-n", NS]).await;
+    let lines: Vec<&str> = tree.lines().collect();
+    let ring = lines
+        .iter()
+        .position(|l| l.contains("ring eu  Verifying   1/2 updated"))
+        .unwrap_or_else(|| panic!("{tree}"));
+    let table = &lines[ring + 1..ring + 4];
+    let cells: Vec<Vec<&str>> = table
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ["CLUSTER", "NAMESPACE"],
+            ["eu-west-1", "checkout"],
+            ["local", "checkout"]
+        ],
+        "{tree}"
+    );
+    let column = |l: &str, cell: &str| l.find(cell).unwrap_or_else(|| panic!("{tree}"));
+    assert_eq!(
+        column(table[0], "CLUSTER"),
+        column(table[1], "eu-west-1"),
+        "{tree}"
+    );
+    assert_eq!(
+        column(table[0], "CLUSTER"),
+        column(table[2], "local"),
+        "{tree}"
+    );
+    assert_eq!(
+        column(table[0], "NAMESPACE"),
+        column(table[1], "checkout"),
+        "{tree}"
+    );
+    assert_eq!(
+        column(table[0], "NAMESPACE"),
+        column(table[2], "checkout"),
+        "{tree}"
+    );
+
+    // Structured output is the object itself: the target keys as the status holds them.
+    let json = kubectl
+        .ok(&["ringfence", "get", "flags", "-n", NS, "-o", "json"])
+        .await;
+    let object: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        object["status"]["rings"][0]["firstTargets"],
+        json!(["eu-west-1/checkout", "checkout"])
+    );
+}
+
 /// cell-1 and cell-2 hold different content, cell-3 none; cell-4 does not allow rollouts
 /// from the platform namespace.
 async fn plan_cluster() -> (Cluster, Kubectl) {
@@ -472,10 +558,10 @@ async fn plan_shows_each_targets_own_diff_and_what_is_skipped() {
     assert_eq!(run.code, 1, "cell-4 is not permitted: the plan is invalid");
     let out = run.stdout;
     for expected in [
-        "ring one (1 target, bake 5m, 1 at a time)\n  cell-1  update\n      ~ retries: \"1\" -> \"3\"\n      + timeout: \"10s\"\n      - legacy: \"on\"\n      restarts Deployment/checkout\n",
-        "  cell-2  update\n      ~ timeout: \"5s\" -> \"10s\"\n",
-        "  cell-3  create\n      + retries: \"3\"\n      + timeout: \"10s\"\n",
-        "  cell-4  skipped: not permitted: it is not labelled ringfence.dev/allow-from=platform\n",
+        "ring one (1 target, bake 5m, 1 at a time)\n  CLUSTER  NAMESPACE  ACTION\n  local    cell-1     update\n      ~ retries: \"1\" -> \"3\"\n      + timeout: \"10s\"\n      - legacy: \"on\"\n      restarts Deployment/checkout\n",
+        "ring two (2 targets, bake 10m, 1 at a time)\n  CLUSTER  NAMESPACE  ACTION\n  local    cell-2     update\n      ~ timeout: \"5s\" -> \"10s\"\n",
+        "  local    cell-3     create\n      + retries: \"3\"\n      + timeout: \"10s\"\n",
+        "  local    cell-4     skipped: not permitted: it is not labelled ringfence.dev/allow-from=platform\n",
         "takes at least 15m (the bakes); a ring fails when its workloads are not rolled out within 10m\n",
         "gate smoke fails a ring after 3 failing checks 20s apart (1m)\n",
         "invalid (TargetNotPermitted): namespaces cell-4 do not allow rollouts from platform",
@@ -491,6 +577,9 @@ async fn plan_shows_each_targets_own_diff_and_what_is_skipped() {
     assert_eq!(plan["valid"], false);
     assert_eq!(plan["invalid"]["reason"], "TargetNotPermitted");
     assert_eq!(plan["rings"][1]["skipped"][0]["namespace"], "cell-4");
+    assert_eq!(plan["rings"][1]["skipped"][0]["cluster"], "local");
+    assert_eq!(plan["rings"][0]["targets"][0]["cluster"], "local");
+    assert_eq!(plan["rings"][0]["targets"][0]["namespace"], "cell-1");
     assert_eq!(plan["rings"][1]["skipped"][0]["reason"], "NotPermitted");
     assert_eq!(plan["rings"][1]["targets"][0]["keys"][0]["old"], "5s");
     assert_eq!(plan["timing"]["minimumSeconds"], 900);
@@ -500,7 +589,7 @@ async fn plan_shows_each_targets_own_diff_and_what_is_skipped() {
         .ok(&["ringfence", "plan", "-f", &file, "--trusted-namespaces", NS])
         .await;
     assert!(
-        trusted.contains("  cell-4  create\n")
+        trusted.contains("  local    cell-4     create\n")
             && trusted.ends_with("valid: the controller would start this revision\n"),
         "{trusted}"
     );

@@ -102,6 +102,10 @@ pub struct PlanArgs {
     /// Namespaces the operator trusts to target any namespace (its --trusted-namespaces).
     #[arg(long, value_delimiter = ',')]
     pub trusted_namespaces: Vec<String>,
+    /// Where the operator's cluster Secrets are (its --cluster-namespace): rings in member
+    /// clusters are resolved through them, with your read access to those Secrets.
+    #[arg(long, default_value = "ringfence-system")]
+    pub cluster_namespace: String,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -208,7 +212,8 @@ impl KubectlArgs {
                     trusted_namespaces: args.trusted_namespaces.into_iter().collect(),
                     ..Settings::new(RevisionKey::generate())
                 };
-                let plan = plan::plan(&session, rollout, &settings).await?;
+                let plan =
+                    plan::plan(&session, rollout, &settings, &args.cluster_namespace).await?;
                 print(&match args.output {
                     Format::Text => plan::text(&plan),
                     Format::Json => to_json(&plan)?,

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Secret};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
@@ -29,7 +30,7 @@ use super::cache::{self, Cache};
 use super::error::Error;
 use super::events::Events;
 use super::layout::Layouts;
-use super::watches::{RolloutStore, by_annotation, rollouts_of_namespace};
+use super::watches::{RolloutStore, by_annotation, by_workload_in, rollouts_of_namespace};
 use crate::api::{
     ALLOW_FROM_LABEL, CLUSTER_LABEL, CLUSTER_NAME_LABEL, ConfigKind, ConfigRollout, KUBECONFIG_KEY,
     LOCAL_CLUSTER,
@@ -624,7 +625,14 @@ async fn connected(
         seen
     })
     .boxed();
-    let mut events = futures::stream::select_all([cms, secrets, namespaces]);
+    // Workloads consuming targets are watched (metadata only) so a rollout waiting for
+    // them to roll out is triggered, as in the hub; a list of them does not gate reachability.
+    let workloads = futures::stream::select_all([
+        workload_stream::<Deployment>(watches, cluster, registry),
+        workload_stream::<StatefulSet>(watches, cluster, registry),
+        workload_stream::<DaemonSet>(watches, cluster, registry),
+    ]);
+    let mut events = futures::stream::select_all([cms, secrets, namespaces, workloads.boxed()]);
     let mut listed = 0u8;
     let sync_by = tokio::time::Instant::now() + SYNC_TIMEOUT;
     let mut tick = tokio::time::interval(PROBE_EVERY);
@@ -662,6 +670,37 @@ async fn connected(
     }
 }
 
+fn workload_stream<K>(
+    client: &Client,
+    cluster: &str,
+    registry: &Registry,
+) -> futures::stream::BoxStream<'static, Result<Seen, watcher::Error>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (rollouts, layouts) = (registry.rollouts.clone(), registry.layouts.clone());
+    let cluster = cluster.to_string();
+    watcher(
+        Api::<PartialObjectMeta<K>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .map_ok(move |e| Seen {
+        rollouts: match &e {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
+                by_workload_in(&rollouts, &layouts, Some(&cluster), o)
+            }
+            _ => Vec::new(),
+        },
+        listed: false,
+    })
+    .boxed()
+}
+
 /// What one member watch event says: which rollouts it concerns, and whether a list ended.
 struct Seen {
     rollouts: Vec<ObjectRef<DeserializeGuard<ConfigRollout>>>,
@@ -688,6 +727,53 @@ impl Seen {
             },
         }
     }
+}
+
+/// A member as read once, for a plan: its name, what the engine knows of it, and a client
+/// when its kubeconfig can be used.
+pub struct ReadMember {
+    pub name: String,
+    pub info: ClusterInfo,
+    pub client: Option<Client>,
+}
+
+/// The member clusters registered in `namespace` of the hub, read with one list (no watch,
+/// no probe: a member's own reads say whether it answers).
+pub async fn read_members(hub: &Client, namespace: &str) -> Result<Vec<ReadMember>, Error> {
+    let secrets = Api::<Secret>::namespaced(hub.clone(), namespace)
+        .list(&kube::api::ListParams::default().labels(&format!("{CLUSTER_LABEL}=true")))
+        .await
+        .map_err(|e| Error::kube(format!("list cluster Secrets in {namespace}"), e))?;
+    let mut out = Vec::new();
+    for secret in &secrets.items {
+        let Ok(reg) = registration(secret) else {
+            continue;
+        };
+        let clients = match &reg.kubeconfig {
+            Ok(text) => member_clients(text).await,
+            Err(why) => Err(why.clone()),
+        };
+        let (client, unreachable) = match clients {
+            Ok((requests, _)) => (Some(requests), None),
+            Err(why) => (
+                None,
+                Some(format!(
+                    "its cluster Secret {} is unusable: {why}",
+                    secret.name_any()
+                )),
+            ),
+        };
+        out.push(ReadMember {
+            name: reg.name,
+            info: ClusterInfo {
+                labels: reg.labels,
+                allow_from: reg.allow_from,
+                unreachable,
+            },
+            client,
+        });
+    }
+    Ok(out)
 }
 
 /// Watches the cluster Secrets in `fleet`'s namespace and keeps the members in step.

@@ -12,7 +12,8 @@ use kube::{Api, Client, ResourceExt};
 
 use super::context::Context;
 use super::error::Error;
-use super::observed::{ObservedTarget, Snapshot};
+use super::members;
+use super::observed::{ObservedTarget, Snapshot, list_targets};
 use super::priors::{PriorStore, Priors, RecordMeta};
 use super::workloads;
 use crate::api::{ConfigKind, ConfigRollout, ConfigRolloutStatus, ValidationRule};
@@ -193,11 +194,14 @@ async fn rollout_exists_in_api(client: &Client, ns: &str, name: &str) -> Result<
 
 /// What a new revision of `rollout` would start from, read from the API rather than
 /// from watch caches: a world without priors or gate results, and the current data of
-/// each existing target by namespace (for a diff; a Secret's is decoded bytes).
+/// each existing target by target key (for a diff; a Secret's is decoded bytes). Member
+/// clusters are read through the cluster Secrets in `cluster_namespace`, when a ring
+/// names clusters.
 pub async fn observe_uncached(
     client: &Client,
     rollout: &ConfigRollout,
     revision_key: &RevisionKey,
+    cluster_namespace: &str,
 ) -> Result<(World, BTreeMap<String, BTreeMap<String, Vec<u8>>>), Error> {
     let key = rollout_key(rollout);
     let config = resolve_config(client, rollout).await?;
@@ -210,9 +214,31 @@ pub async fn observe_uncached(
         .iter()
         .map(|ns| namespace_info(&ns.metadata))
         .collect();
+    let (kind, name) = (rollout.spec.config.kind, &rollout.spec.config.name);
+    let multi = rollout
+        .spec
+        .rings
+        .iter()
+        .any(|r| r.clusters.is_some() || r.cluster_selector.is_some());
+    let mut clusters = BTreeMap::new();
+    let mut member_targets: Vec<(String, ObservedTarget)> = Vec::new();
+    if multi {
+        for member in members::read_members(client, cluster_namespace).await? {
+            let mut info = member.info;
+            if let Some(c) = &member.client {
+                match read_member(c, &member.name, kind, name, revision_key).await {
+                    Ok((ns, targets)) => {
+                        namespaces.extend(ns);
+                        member_targets.extend(targets);
+                    }
+                    Err(why) => info.unreachable = Some(why),
+                }
+            }
+            clusters.insert(member.name, info);
+        }
+    }
     namespaces.sort_by(|a, b| a.name.cmp(&b.name));
     let candidates = candidate_namespaces(rollout, &ConfigRolloutStatus::default(), &namespaces);
-    let (kind, name) = (rollout.spec.config.kind, &rollout.spec.config.name);
     // One list of the target's name across namespaces, whatever the number of rings.
     let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
     let found: Vec<(String, ObservedTarget)> = match kind {
@@ -246,7 +272,8 @@ pub async fn observe_uncached(
     let mut targets = BTreeMap::new();
     let mut contents = BTreeMap::new();
     let mut claimed_by_others = BTreeMap::new();
-    for (ns, target) in found.into_iter().filter(|(ns, _)| candidates.contains(ns)) {
+    let found = found.into_iter().chain(member_targets);
+    for (ns, target) in found.filter(|(ns, _)| candidates.contains(ns)) {
         if let Some((other_ns, other)) = target
             .rollout
             .as_deref()
@@ -267,12 +294,46 @@ pub async fn observe_uncached(
         config: Some(config),
         validation,
         namespaces,
+        clusters,
         targets,
         workloads,
         claimed_by_others,
         ..World::default()
     };
     Ok((world, contents))
+}
+
+/// A member's namespaces and targets named `name`, keyed `cluster/namespace`, or why they
+/// could not be read.
+async fn read_member(
+    client: &Client,
+    cluster: &str,
+    kind: ConfigKind,
+    name: &str,
+    revision_key: &RevisionKey,
+) -> Result<(Vec<NamespaceInfo>, Vec<(String, ObservedTarget)>), String> {
+    let namespaces = Api::<Namespace>::all(client.clone())
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(|e| format!("cluster {cluster} cannot be read: {e}"))?
+        .items
+        .iter()
+        .map(|ns| NamespaceInfo {
+            name: target_key(
+                Some(cluster),
+                ns.metadata.name.as_deref().unwrap_or_default(),
+            ),
+            cluster: Some(cluster.to_string()),
+            ..namespace_info(&ns.metadata)
+        })
+        .collect();
+    let targets = list_targets(client, kind, name, revision_key)
+        .await
+        .map_err(|e| format!("cluster {cluster} cannot be read: {e}"))?
+        .into_iter()
+        .map(|(ns, t)| (target_key(Some(cluster), &ns), t))
+        .collect();
+    Ok((namespaces, targets))
 }
 
 /// Everything the engine needs, except gate results.

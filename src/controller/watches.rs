@@ -182,7 +182,17 @@ pub(super) fn by_workload<K: Resource>(
     layouts: &Layouts,
     obj: &PartialObjectMeta<K>,
 ) -> Refs {
-    let ns = obj.namespace().unwrap_or_default();
+    by_workload_in(store, layouts, None, obj)
+}
+
+/// [`by_workload`] for a workload of `cluster` (None: the hub).
+pub(super) fn by_workload_in<K: Resource>(
+    store: &RolloutStore,
+    layouts: &Layouts,
+    cluster: Option<&str>,
+    obj: &PartialObjectMeta<K>,
+) -> Refs {
+    let ns = engine::target_key(cluster, &obj.namespace().unwrap_or_default());
     let targeting: HashSet<_> = layouts.targeting(&ns).into_iter().collect();
     refs(store, |r| {
         r.spec.workloads.as_ref().is_some_and(|w| {

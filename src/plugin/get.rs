@@ -12,9 +12,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::{PluginError, Session, ago, columns, number};
+use super::{PluginError, Session, ago, columns, number, qualified_target, split_target};
 use crate::api::{ConfigRollout, GateStatus, Phase, RingPhase, RingStatus, Verdict};
 use crate::demo::Style;
+use crate::engine::FIRST_TARGETS;
 use crate::stdout::print;
 
 /// How objects are printed.
@@ -112,6 +113,38 @@ fn ring_line(ring: &RingStatus, width: usize, now: Timestamp, style: Style) -> S
     )
 }
 
+/// The targets of a ring shown for a glance: `firstTargets` as the API holds them (the
+/// full `targets` only in process, where the first of them are shown).
+fn shown_targets(ring: &RingStatus) -> &[String] {
+    if ring.first_targets.is_empty() {
+        &ring.targets[..ring.targets.len().min(FIRST_TARGETS)]
+    } else {
+        &ring.first_targets
+    }
+}
+
+/// The header of a ring's targets.
+const CLUSTER: &str = "CLUSTER";
+
+/// A ring's targets as CLUSTER and NAMESPACE columns (`local` for the cluster ringfence
+/// runs in), the cluster column `width` wide; then how many more the ring has.
+fn target_lines(ring: &RingStatus, width: usize) -> Vec<String> {
+    let shown = shown_targets(ring);
+    if shown.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![format!("{CLUSTER:<width$}  NAMESPACE")];
+    for key in shown {
+        let (cluster, namespace) = split_target(key);
+        out.push(format!("{cluster:<width$}  {namespace}"));
+    }
+    let total = usize::try_from(ring.target_count).unwrap_or(usize::MAX);
+    if total > shown.len() {
+        out.push(format!("… {} more", total - shown.len()));
+    }
+    out
+}
+
 /// The tree of one rollout.
 pub fn tree(rollout: &ConfigRollout, now: Timestamp, style: Style) -> String {
     let mut out = Vec::new();
@@ -156,6 +189,21 @@ pub fn tree(rollout: &ConfigRollout, now: Timestamp, style: Style) -> String {
         .map(|r| r.name.chars().count())
         .max()
         .unwrap_or(0);
+    // Targets are listed only for a rollout across clusters, where where they are is the
+    // question; one cluster column for every ring, so that all the rings' targets line up.
+    let across_clusters = status
+        .rings
+        .iter()
+        .flat_map(shown_targets)
+        .any(|key| key.contains('/'));
+    let cluster_width = status
+        .rings
+        .iter()
+        .flat_map(shown_targets)
+        .map(|key| split_target(key).0.chars().count())
+        .chain([CLUSTER.len()])
+        .max()
+        .unwrap_or(0);
     for (i, ring) in status.rings.iter().enumerate() {
         let last = i + 1 == status.rings.len();
         let (branch, stem) = if last {
@@ -169,6 +217,11 @@ pub fn tree(rollout: &ConfigRollout, now: Timestamp, style: Style) -> String {
                 "  {stem}   {} duplicate namespace(s) held by an earlier ring",
                 ring.duplicate_count
             ));
+        }
+        if across_clusters {
+            for line in target_lines(ring, cluster_width) {
+                out.push(format!("  {stem}   {line}"));
+            }
         }
         for (j, gate) in ring.gates.iter().enumerate() {
             let (gbranch, gstem) = if j + 1 == ring.gates.len() {
@@ -234,7 +287,16 @@ pub fn tree(rollout: &ConfigRollout, now: Timestamp, style: Style) -> String {
             out.push(format!(
                 "    {} targets not restored: {}",
                 rollback.unrestored,
-                rollback.unrestored_targets.join(", ")
+                if across_clusters {
+                    rollback
+                        .unrestored_targets
+                        .iter()
+                        .map(|key| qualified_target(key))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else {
+                    rollback.unrestored_targets.join(", ")
+                }
             ));
         }
     }
@@ -662,6 +724,63 @@ platform/flags  revision bbbb  RollingBack  ring 2/2 early  health Failing
         let mut retried = rolling_back();
         retried.status.as_mut().unwrap().phase = Some(Phase::Progressing);
         assert!(tree(&retried, now(), PLAIN).contains("\n  last rollback of bbbb: GateFailed"));
+    }
+
+    #[test]
+    fn each_rings_targets_show_their_cluster() {
+        let mut r = rolling_back();
+        let status = r.status.as_mut().unwrap();
+        status.rings[0].first_targets = vec!["eu-west-1/checkout".into(), "checkout".into()];
+        (status.rings[0].target_count, status.rings[0].updated) = (2, 2);
+        status.rings[1].first_targets = vec!["e1".into(), "us-east-2/e2".into()];
+        (status.rings[1].target_count, status.rings[1].updated) = (7, 7);
+        let rollback = status.rollback.as_mut().unwrap();
+        rollback.unrestored = 2;
+        rollback.unrestored_targets = vec!["e1".into(), "us-east-2/e2".into()];
+        let text = tree(&r, now(), PLAIN);
+        let expected = "\
+  ├─ ring canary  Promoted    2/2 updated  started 5m ago  healthy since 4m50s ago  promoted 3m20s ago
+  │     CLUSTER    NAMESPACE
+  │     eu-west-1  checkout
+  │     local      checkout
+  │  └─ gate error-rate  Pass  value 0.002  baseline -  threshold 0.007  failures 0/2  evaluated 3m20s ago
+  └─ ring early   Failed      7/7 updated  started 3m10s ago
+        1 duplicate namespace(s) held by an earlier ring
+        CLUSTER    NAMESPACE
+        local      e1
+        us-east-2  e2
+        … 5 more
+     └─ gate error-rate  Fail  value 0.08  baseline 0.002  threshold 0.007  failures 2/2  evaluated 5s ago
+";
+        assert!(text.contains(expected), "\n{text}");
+        assert!(
+            text.contains("    2 targets not restored: local/e1, us-east-2/e2\n"),
+            "\n{text}"
+        );
+
+        // The full targets, when held in process, are shown as firstTargets would be.
+        let ring = &mut r.status.as_mut().unwrap().rings[1];
+        ring.first_targets.clear();
+        ring.targets = (1..=6).map(|i| format!("e{i}")).collect();
+        ring.targets.push("us-east-2/e7".into());
+        let text = tree(&r, now(), PLAIN);
+        assert!(
+            text.contains("        CLUSTER    NAMESPACE\n        local      e1\n"),
+            "\n{text}"
+        );
+        assert!(
+            text.contains("        local      e5\n        … 2 more\n"),
+            "\n{text}"
+        );
+
+        // A rollout of the local cluster only lists no targets: its tree is as it was.
+        let status = r.status.as_mut().unwrap();
+        status.rings[0].first_targets = vec!["checkout".into()];
+        status.rings[1].targets.pop();
+        status.rollback.as_mut().unwrap().unrestored_targets = vec!["e1".into()];
+        let text = tree(&r, now(), PLAIN);
+        assert!(!text.contains("CLUSTER"), "\n{text}");
+        assert!(text.contains("targets not restored: e1\n"), "\n{text}");
     }
 
     #[test]

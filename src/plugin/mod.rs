@@ -18,7 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-use crate::api::ConfigRollout;
+use crate::api::{ConfigRollout, LOCAL_CLUSTER};
 
 /// The usual kubectl connection flags.
 #[derive(Clone, Debug, Default)]
@@ -227,6 +227,19 @@ pub fn number(v: f64) -> String {
     }
 }
 
+/// A target key split into its cluster and namespace: `cluster/namespace` for a target
+/// in a member cluster, a plain `namespace` for one in the cluster ringfence runs in
+/// (whose cluster is [`LOCAL_CLUSTER`]). Neither a cluster name nor a namespace holds a `/`.
+pub fn split_target(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or((LOCAL_CLUSTER, key))
+}
+
+/// A target key as `cluster/namespace`, the local cluster named too.
+pub fn qualified_target(key: &str) -> String {
+    let (cluster, namespace) = split_target(key);
+    format!("{cluster}/{namespace}")
+}
+
 /// Columns padded to their widest cell, two spaces apart; the last column is not padded.
 pub fn columns(rows: &[Vec<String>]) -> String {
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
@@ -282,6 +295,18 @@ mod tests {
         assert_eq!(number(1234.56), "1235");
         assert_eq!(number(0.0), "0");
         assert_eq!(number(-0.5), "-0.5");
+    }
+
+    #[test]
+    fn a_target_key_names_its_cluster_or_the_local_one() {
+        assert_eq!(split_target("checkout"), ("local", "checkout"));
+        assert_eq!(
+            split_target("eu-west-1/checkout"),
+            ("eu-west-1", "checkout")
+        );
+        assert_eq!(split_target(""), ("local", ""));
+        assert_eq!(qualified_target("checkout"), "local/checkout");
+        assert_eq!(qualified_target("eu-west-1/checkout"), "eu-west-1/checkout");
     }
 
     #[test]

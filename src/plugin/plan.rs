@@ -11,11 +11,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::core::Selector;
 use serde::Serialize;
 
-use super::{PluginError, Session, short_duration};
+use super::{PluginError, Session, short_duration, split_target};
 use crate::api::{ALLOW_FROM_LABEL, ConfigKind, ConfigRollout};
 use crate::controller::{observe_uncached, rollout_key};
 use crate::engine::{Inputs, Preview, Settings, Skip, World, preview};
@@ -98,6 +100,8 @@ pub fn diff(
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetPlan {
+    /// The member cluster the target is in, `local` for the cluster ringfence runs in.
+    pub cluster: String,
     pub namespace: String,
     /// `create`, `update` or `unchanged` (same content; only taken over).
     pub action: &'static str,
@@ -109,6 +113,8 @@ pub struct TargetPlan {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SkippedNamespace {
+    /// The member cluster the namespace is in, `local` for the cluster ringfence runs in.
+    pub cluster: String,
     pub namespace: String,
     /// Duplicate, Terminating, Missing, NotPermitted or ClaimedByAnotherRollout.
     pub reason: &'static str,
@@ -119,6 +125,12 @@ pub struct SkippedNamespace {
 #[serde(rename_all = "camelCase")]
 pub struct RingPlan {
     pub name: String,
+    /// The ring's `clusters`, as the spec lists them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<Vec<String>>,
+    /// The ring's `clusterSelector` in kubectl's `-l` syntax.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bake: Option<String>,
     /// Targets written at a time.
@@ -173,7 +185,13 @@ pub struct Plan {
     pub timing: Option<TimingPlan>,
 }
 
-fn skipped(namespace: String, skip: Skip, rollout_namespace: &str) -> SkippedNamespace {
+/// A label selector as `kubectl -l` takes it.
+fn selector_text(selector: &LabelSelector) -> String {
+    Selector::try_from(selector.clone())
+        .map_or_else(|e| format!("<invalid: {e}>"), |s| s.to_string())
+}
+
+fn skipped(key: &str, skip: Skip, rollout_namespace: &str) -> SkippedNamespace {
     let (reason, detail) = match skip {
         Skip::Duplicate => ("Duplicate", "an earlier ring holds it".to_string()),
         Skip::Terminating => ("Terminating", "the namespace is being deleted".to_string()),
@@ -187,8 +205,10 @@ fn skipped(namespace: String, skip: Skip, rollout_namespace: &str) -> SkippedNam
             format!("the target there is managed by {owner}"),
         ),
     };
+    let (cluster, namespace) = split_target(key);
     SkippedNamespace {
-        namespace,
+        cluster: cluster.to_string(),
+        namespace: namespace.to_string(),
         reason,
         detail,
     }
@@ -212,8 +232,13 @@ pub fn build(
         .enumerate()
         .map(|(i, ring)| {
             let ring_timing = timing.and_then(|t| t.rings.get(i));
+            let spec = rollout.spec.rings.iter().find(|r| r.name == ring.name);
             RingPlan {
                 name: ring.name.clone(),
+                clusters: spec.and_then(|r| r.clusters.clone()),
+                cluster_selector: spec
+                    .and_then(|r| r.cluster_selector.as_ref())
+                    .map(selector_text),
                 bake: ring_timing.map(|(_, bake, _)| short_duration(*bake)),
                 batch: ring_timing.map(|(_, _, batch)| *batch),
                 targets: ring
@@ -239,8 +264,10 @@ pub fn build(
                             })
                             .map(|w| format!("{:?}/{}", w.kind, w.name))
                             .collect();
+                        let (cluster, namespace) = split_target(ns);
                         TargetPlan {
-                            namespace: ns.clone(),
+                            cluster: cluster.to_string(),
+                            namespace: namespace.to_string(),
                             action,
                             keys,
                             restarts,
@@ -250,7 +277,7 @@ pub fn build(
                 skipped: ring
                     .skipped
                     .iter()
-                    .map(|(ns, skip)| skipped(ns.clone(), skip.clone(), &namespace))
+                    .map(|(ns, skip)| skipped(ns, skip.clone(), &namespace))
                     .collect(),
             }
         })
@@ -302,6 +329,10 @@ fn quote(value: &str) -> String {
     format!("{text:?}")
 }
 
+/// The headers of a ring's target columns.
+const CLUSTER: &str = "CLUSTER";
+const NAMESPACE: &str = "NAMESPACE";
+
 pub fn text(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -314,8 +345,28 @@ pub fn text(plan: &Plan) -> String {
             .as_deref()
             .unwrap_or("keyed by the operator (a Secret's)")
     );
+    // One column each for the cluster and the namespace of every ring's targets.
+    let width = |header: &str, cell: fn(&str, &str) -> usize| {
+        plan.rings
+            .iter()
+            .flat_map(|r| {
+                let targets = r.targets.iter().map(|t| cell(&t.cluster, &t.namespace));
+                targets.chain(r.skipped.iter().map(|s| cell(&s.cluster, &s.namespace)))
+            })
+            .chain([header.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let cw = width(CLUSTER, |c, _| c.chars().count());
+    let nw = width(NAMESPACE, |_, n| n.chars().count());
     for ring in &plan.rings {
         let mut about = Vec::new();
+        if let Some(clusters) = &ring.clusters {
+            about.push(format!("clusters {}", clusters.join(",")));
+        }
+        if let Some(selector) = &ring.cluster_selector {
+            about.push(format!("clusterSelector {selector}"));
+        }
         if let Some(bake) = &ring.bake {
             about.push(format!("bake {bake}"));
         }
@@ -331,8 +382,15 @@ pub fn text(plan: &Plan) -> String {
             if about.is_empty() { "" } else { ", " },
             about.join(", ")
         );
+        if !ring.targets.is_empty() || !ring.skipped.is_empty() {
+            let _ = writeln!(out, "  {CLUSTER:<cw$}  {NAMESPACE:<nw$}  ACTION");
+        }
         for target in &ring.targets {
-            let _ = writeln!(out, "  {}  {}", target.namespace, target.action);
+            let _ = writeln!(
+                out,
+                "  {:<cw$}  {:<nw$}  {}",
+                target.cluster, target.namespace, target.action
+            );
             for key in &target.keys {
                 let line = match (&key.change, &key.old, &key.new) {
                     (Change::Added, _, Some(new)) => format!("+ {}: {}", key.key, quote(new)),
@@ -351,7 +409,11 @@ pub fn text(plan: &Plan) -> String {
             }
         }
         for skip in &ring.skipped {
-            let _ = writeln!(out, "  {}  skipped: {}", skip.namespace, skip.detail);
+            let _ = writeln!(
+                out,
+                "  {:<cw$}  {:<nw$}  skipped: {}",
+                skip.cluster, skip.namespace, skip.detail
+            );
         }
     }
     if let Some(timing) = &plan.timing {
@@ -449,16 +511,22 @@ pub async fn plan(
     session: &Session,
     mut rollout: ConfigRollout,
     settings: &Settings,
+    cluster_namespace: &str,
 ) -> Result<Plan, PluginError> {
     if rollout.metadata.namespace.is_none() {
         rollout.metadata.namespace = Some(session.namespace.clone());
     }
-    let (world, contents) = observe_uncached(&session.client, &rollout, &settings.revision_key)
-        .await
-        .map_err(|e| match e {
-            crate::controller::Error::Kube { action, source } => session.error(&action, source),
-            other => PluginError::Input(other.to_string()),
-        })?;
+    let (world, contents) = observe_uncached(
+        &session.client,
+        &rollout,
+        &settings.revision_key,
+        cluster_namespace,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::controller::Error::Kube { action, source } => session.error(&action, source),
+        other => PluginError::Input(other.to_string()),
+    })?;
     let meta = crate::engine::RolloutMeta {
         namespace: rollout.namespace().unwrap_or_default(),
         name: rollout.name_any(),
@@ -480,7 +548,7 @@ pub async fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{NamespaceInfo, ResolvedConfig, WorkloadKind, WorkloadState};
+    use crate::engine::{NamespaceInfo, ResolvedConfig, RingPreview, WorkloadKind, WorkloadState};
     use serde_json::json;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
@@ -528,9 +596,12 @@ mod tests {
             invalid: None,
             rings: vec![RingPlan {
                 name: "one".into(),
+                clusters: None,
+                cluster_selector: None,
                 bake: None,
                 batch: None,
                 targets: vec![TargetPlan {
+                    cluster: "local".into(),
                     namespace: "c1".into(),
                     action: "update",
                     keys: d,
@@ -581,7 +652,7 @@ mod tests {
         let allowed = |name: &str| NamespaceInfo {
             name: name.into(),
             labels: [(ALLOW_FROM_LABEL.to_string(), "platform".to_string())].into(),
-            terminating: false,
+            ..Default::default()
         };
         let world = World {
             config: Some(Ok(ResolvedConfig {
@@ -637,12 +708,14 @@ mod tests {
                 "\
 plan for configrollout platform/flags: ConfigMap flags, revision {revision}
 ring one (2 targets, bake 1m, 2 at a time)
-  c1  update
+  CLUSTER  NAMESPACE  ACTION
+  local    c1         update
       ~ retries: \"1\" -> \"3\"
       restarts Deployment/app
-  c2  unchanged
+  local    c2         unchanged
 ring two (0 targets, bake 1m30s, 1 at a time)
-  c3  skipped: not permitted: it is not labelled ringfence.dev/allow-from=platform
+  CLUSTER  NAMESPACE  ACTION
+  local    c3         skipped: not permitted: it is not labelled ringfence.dev/allow-from=platform
 takes at least 2m30s (the bakes); a ring fails when its workloads are not rolled out within 10m
 gate smoke fails a ring after 2 failing checks 30s apart (1m)
 invalid (TargetNotPermitted): namespaces c3 do not allow rollouts from platform (label them ringfence.dev/allow-from=platform); nothing would be written
@@ -652,6 +725,83 @@ invalid (TargetNotPermitted): namespaces c3 do not allow rollouts from platform 
         assert!(!plan.valid);
         let json = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["rings"][1]["skipped"][0]["reason"], "NotPermitted");
+        assert_eq!(json["rings"][1]["skipped"][0]["cluster"], "local");
         assert_eq!(json["timing"]["minimumSeconds"], 150);
+    }
+
+    #[test]
+    fn the_plan_names_each_targets_cluster_and_each_rings_clusters() {
+        let rollout: ConfigRollout = serde_json::from_value(json!({
+            "apiVersion": "ringfence.dev/v1alpha1",
+            "kind": "ConfigRollout",
+            "metadata": {"name": "flags", "namespace": "platform"},
+            "spec": {
+                "config": {"name": "flags", "data": {"retries": "3"}},
+                "rings": [
+                    {"name": "one", "namespaces": ["checkout"], "clusters": ["eu-west-1", "local"]},
+                    {"name": "two", "namespaces": ["cart"],
+                     "clusterSelector": {"matchLabels": {"region": "us"},
+                                         "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}},
+                ],
+            },
+        }))
+        .unwrap();
+        let preview = Preview {
+            revision: Some("r1".into()),
+            invalid: None,
+            rings: vec![
+                RingPreview {
+                    name: "one".into(),
+                    targets: vec!["eu-west-1/checkout".into(), "checkout".into()],
+                    skipped: vec![],
+                },
+                RingPreview {
+                    name: "two".into(),
+                    targets: vec!["us-east-2/cart".into()],
+                    skipped: vec![("us-west-10/cart".into(), Skip::Missing)],
+                },
+            ],
+            timing: None,
+        };
+        let world = World {
+            config: Some(Ok(ResolvedConfig {
+                kind: ConfigKind::ConfigMap,
+                data: data(&[("retries", "3")]),
+            })),
+            ..World::default()
+        };
+        let contents = [("checkout".to_string(), data(&[("retries", "3")]))].into();
+        let plan = build(&rollout, &preview, &world, &contents);
+        assert_eq!(
+            text(&plan),
+            "\
+plan for configrollout platform/flags: ConfigMap flags, revision r1
+ring one (2 targets, clusters eu-west-1,local)
+  CLUSTER     NAMESPACE  ACTION
+  eu-west-1   checkout   create
+      + retries: \"3\"
+  local       checkout   unchanged
+ring two (1 target, clusterSelector region=us,tier in (a,b))
+  CLUSTER     NAMESPACE  ACTION
+  us-east-2   cart       create
+      + retries: \"3\"
+  us-west-10  cart       skipped: the namespace does not exist
+valid: the controller would start this revision
+"
+        );
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["rings"][0]["clusters"], json!(["eu-west-1", "local"]));
+        assert_eq!(
+            json["rings"][0]["targets"][0],
+            json!({"cluster": "eu-west-1", "namespace": "checkout", "action": "create",
+                   "keys": [{"key": "retries", "change": "added", "new": "3"}], "restarts": []})
+        );
+        assert_eq!(json["rings"][0]["targets"][1]["cluster"], "local");
+        assert_eq!(
+            json["rings"][1]["clusterSelector"],
+            "region=us,tier in (a,b)"
+        );
+        assert_eq!(json["rings"][1]["skipped"][0]["cluster"], "us-west-10");
+        assert!(json["rings"][1].get("clusters").is_none());
     }
 }

@@ -1,7 +1,9 @@
 //! The Helm chart, linted and rendered by real Helm (the v4 SDK, through
 //! `tests/chart/helm_render.py`), every rendered object validated against the
 //! Kubernetes 1.33 schemas, with the hardened pod settings, the RBAC shape and
-//! the values schema's messages asserted.
+//! the values schema's messages asserted; and `files/member-rbac.yaml`, the
+//! RBAC users apply in member clusters, checked object by object and rule by
+//! rule.
 //!
 //! Needs Python 3 with `pip install helm-python-sdk kubernetes-validate`; the
 //! tests fail (never skip) without them.
@@ -11,11 +13,15 @@ mod support;
 use serde_json::{Value, json};
 use std::path::Path;
 use support::chart::{CHART, NAMESPACE, RELEASE, helm, render_result};
-use support::rbac::{granted, used};
+use support::rbac::{Permissions, granted, used};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CRD_FILE: &str = "crds/configrollouts.ringfence.dev.yaml";
 const CRD_COPY: &str = "charts/ringfence/files/configrollouts.ringfence.dev.yaml";
+const MEMBER_RBAC: &str = "charts/ringfence/files/member-rbac.yaml";
+/// Where `files/member-rbac.yaml` puts the member's ServiceAccount.
+const MEMBER_NAMESPACE: &str = "ringfence-system";
+const MEMBER: &str = "ringfence-member";
 
 struct Rendered {
     objects: Vec<Value>,
@@ -261,6 +267,7 @@ fn default_values_render_a_leader_elected_controller() {
         "--health-addr=0.0.0.0:8081",
         "--revision-key-secret=ringfence-revision-key",
         "--revision-key-namespace=ringfence-system",
+        "--cluster-namespace=ringfence-system",
     ] {
         assert!(args.contains(&expected), "missing {expected} in {args:?}");
     }
@@ -356,6 +363,14 @@ fn default_values_render_a_leader_elected_controller() {
         reports[0].violations
     );
     assert!(r.notes.contains("rollout status deployment/ringfence"));
+    assert!(
+        r.notes.contains("files/member-rbac.yaml")
+            && r.notes.contains(
+                "kubectl -n ringfence-system label secret eu-west-1 ringfence.dev/cluster=true"
+            ),
+        "NOTES say how to register a member cluster:\n{}",
+        r.notes
+    );
 }
 
 #[test]
@@ -393,9 +408,16 @@ fn watch_namespace_confines_writes_to_roles() {
     let mut namespaces: Vec<&str> = roles
         .iter()
         .map(|role| {
+            let ns = role["metadata"]["namespace"].as_str().unwrap();
+            if ns == NAMESPACE {
+                // Member clusters' prior records and cluster Secret events only
+                // (watch_namespace_grants_member_records_in_the_release_namespace).
+                assert!(!grants(role, "apps", "deployments", "patch"));
+                return ns;
+            }
             assert!(grants(role, "", "configmaps", "patch"));
             assert!(grants(role, "apps", "deployments", "patch"));
-            let watched = role["metadata"]["namespace"] == "team-a";
+            let watched = ns == "team-a";
             assert_eq!(
                 grants(role, "ringfence.dev", "configrollouts/status", "patch"),
                 watched
@@ -405,20 +427,500 @@ fn watch_namespace_confines_writes_to_roles() {
                 watched
             );
             assert_eq!(grants(role, "events.k8s.io", "events", "create"), watched);
-            role["metadata"]["namespace"].as_str().unwrap()
+            ns
         })
         .collect();
     namespaces.sort();
     assert_eq!(
         namespaces,
-        ["cell-1", "team-a"],
+        ["cell-1", NAMESPACE, "team-a"],
         "one Role per namespace, no duplicates"
     );
     assert_eq!(
         r.of_kind("RoleBinding").len(),
-        4,
-        "two write bindings, the leases one and the revision key one"
+        5,
+        "two target bindings, the release namespace one, the leases one and the revision key one"
     );
+}
+
+/// What the controller writes in the release namespace for member clusters: the prior
+/// records of their targets (created, replaced, their finalizer released by a merge
+/// patch, deleted) and the Warning Event on a refused cluster Secret.
+const MEMBER_RECORD_WRITES: [(&str, &str, &str); 10] = [
+    ("", "configmaps", "create"),
+    ("", "configmaps", "update"),
+    ("", "configmaps", "patch"),
+    ("", "configmaps", "delete"),
+    ("", "secrets", "create"),
+    ("", "secrets", "update"),
+    ("", "secrets", "patch"),
+    ("", "secrets", "delete"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+];
+
+fn permissions(triples: &[(&str, &str, &str)]) -> Permissions {
+    triples
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn watch_namespace_grants_member_records_in_the_release_namespace() {
+    // The release namespace is neither watched nor a target namespace: a Role of its
+    // own grants exactly the member clusters' record and event writes.
+    let r = render(json!({"watchNamespace": "team-a", "rbac": {"targetNamespaces": ["cell-1"]}}));
+    let role = r
+        .of_kind("Role")
+        .into_iter()
+        .find(|role| {
+            role["metadata"]["name"] == RELEASE && role["metadata"]["namespace"] == NAMESPACE
+        })
+        .unwrap_or_else(|| panic!("no Role {RELEASE} in {NAMESPACE} among {:?}", r.kinds()));
+    assert_eq!(granted(&[role]), permissions(&MEMBER_RECORD_WRITES));
+    let binding = r
+        .of_kind("RoleBinding")
+        .into_iter()
+        .find(|b| b["metadata"]["name"] == RELEASE && b["metadata"]["namespace"] == NAMESPACE)
+        .expect("the release namespace Role is bound");
+    assert_eq!(binding["roleRef"]["name"], RELEASE);
+    assert_eq!(binding["subjects"][0]["name"], RELEASE);
+    assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+
+    // Watched, or a target namespace too: the same Role also grants those writes.
+    for values in [
+        json!({"watchNamespace": NAMESPACE}),
+        json!({"watchNamespace": "team-a", "rbac": {"targetNamespaces": [NAMESPACE]}}),
+    ] {
+        let r = render(values.clone());
+        let roles: Vec<&Value> = r
+            .of_kind("Role")
+            .into_iter()
+            .filter(|role| {
+                role["metadata"]["name"] == RELEASE && role["metadata"]["namespace"] == NAMESPACE
+            })
+            .collect();
+        assert_eq!(
+            roles.len(),
+            1,
+            "{values}: one Role in the release namespace"
+        );
+        let granted = granted(&roles);
+        for permission in permissions(&MEMBER_RECORD_WRITES) {
+            assert!(
+                granted.contains(&permission),
+                "{values}: lacks {permission:?}"
+            );
+        }
+        assert!(
+            grants(roles[0], "", "configmaps", "patch")
+                && grants(roles[0], "apps", "deployments", "patch"),
+            "{values}: still a target namespace"
+        );
+    }
+
+    // Without watchNamespace the ClusterRole covers them; no Role is needed.
+    let r = render(json!({}));
+    let cluster_role = r.one("ClusterRole", RELEASE);
+    for (group, resource, verb) in MEMBER_RECORD_WRITES {
+        assert!(
+            grants(cluster_role, group, resource, verb),
+            "ClusterRole lacks {verb} {resource}"
+        );
+    }
+    assert!(r.get("Role", RELEASE).is_none());
+}
+
+#[test]
+fn cluster_namespace_is_the_release_namespace() {
+    let result = helm(&[
+        "render",
+        CHART,
+        "--name",
+        RELEASE,
+        "--namespace",
+        "ops",
+        "--values",
+        "{}",
+    ]);
+    assert!(result.get("error").is_none(), "render failed: {result}");
+    let deployment = result["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["object"])
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Deployment");
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    let cluster_namespaces: Vec<&Value> = args
+        .iter()
+        .filter(|a| a.as_str().unwrap().starts_with("--cluster-namespace"))
+        .collect();
+    assert_eq!(
+        cluster_namespaces,
+        [&json!("--cluster-namespace=ops")],
+        "{args:?}"
+    );
+}
+
+/// The documents of `files/member-rbac.yaml`.
+fn member_rbac() -> Vec<Value> {
+    let path = Path::new(ROOT).join(MEMBER_RBAC);
+    let text = std::fs::read_to_string(&path).expect(MEMBER_RBAC);
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("{MEMBER_RBAC} is not YAML: {e}"));
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// What a member must grant ringfence: exactly what the hub grants it for targets.
+fn member_permissions() -> Permissions {
+    let mut out = Permissions::new();
+    let mut add = |group: &str, resources: &[&str], verbs: &[&str]| {
+        for r in resources {
+            for v in verbs {
+                out.insert((group.to_string(), r.to_string(), v.to_string()));
+            }
+        }
+    };
+    add("", &["namespaces"], &["list", "watch"]);
+    add(
+        "",
+        &["configmaps", "secrets"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    );
+    add(
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["list", "watch", "patch"],
+    );
+    out
+}
+
+/// The Python with `kubernetes-validate`, found as `tests/support/chart.rs` finds it.
+fn python() -> std::path::PathBuf {
+    if let Some(python) = std::env::var_os("RINGFENCE_TEST_PYTHON") {
+        return python.into();
+    }
+    let venv = Path::new(ROOT).join("target/test-venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+#[test]
+fn member_rbac_holds_exactly_the_members_objects() {
+    let docs = member_rbac();
+    let of_kind = |kind: &str| -> &Value {
+        let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+        assert_eq!(found.len(), 1, "{MEMBER_RBAC}: one {kind}");
+        found[0]
+    };
+    let mut kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Secret",
+            "ServiceAccount"
+        ],
+        "{MEMBER_RBAC} holds exactly these objects"
+    );
+
+    let sa = of_kind("ServiceAccount");
+    assert_eq!(sa["metadata"]["name"], MEMBER);
+    assert_eq!(sa["metadata"]["namespace"], MEMBER_NAMESPACE);
+    assert_eq!(
+        sa["automountServiceAccountToken"], false,
+        "no pod runs as it"
+    );
+
+    let role = of_kind("ClusterRole");
+    assert_eq!(role["metadata"]["name"], MEMBER);
+    assert_eq!(granted(&[role]), member_permissions());
+    for rule in role["rules"].as_array().unwrap() {
+        for field in ["apiGroups", "resources", "verbs"] {
+            assert!(
+                !rule[field].as_array().unwrap().contains(&json!("*")),
+                "wildcard in {rule}"
+            );
+        }
+        for verb in ["escalate", "bind", "impersonate"] {
+            assert!(
+                !rule["verbs"].as_array().unwrap().contains(&json!(verb)),
+                "{verb} in {rule}"
+            );
+        }
+        for field in ["resourceNames", "nonResourceURLs"] {
+            assert!(rule.get(field).is_none(), "{field} in {rule}");
+        }
+    }
+    assert!(role.get("aggregationRule").is_none());
+
+    let binding = of_kind("ClusterRoleBinding");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": MEMBER})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": MEMBER, "namespace": MEMBER_NAMESPACE}])
+    );
+
+    let token = of_kind("Secret");
+    assert_eq!(token["type"], "kubernetes.io/service-account-token");
+    assert_eq!(token["metadata"]["namespace"], MEMBER_NAMESPACE);
+    assert_eq!(
+        token["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+        MEMBER
+    );
+    assert!(
+        token.get("data").is_none() && token.get("stringData").is_none(),
+        "the token controller fills it"
+    );
+
+    // Every object is a valid 1.33 object (strict: unknown fields fail).
+    let script = r#"
+import json, sys
+import kubernetes_validate
+for doc in json.load(sys.stdin):
+    try:
+        kubernetes_validate.validate(doc, "1.33.0", strict=True)
+    except kubernetes_validate.ValidationError as e:
+        sys.exit(f"{doc['kind']} {doc['metadata']['name']}: {e.message} at {'/'.join(str(p) for p in e.path)}")
+"#;
+    use std::io::Write;
+    let python = python();
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): pip install kubernetes-validate",
+                python.display()
+            )
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&docs).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{MEMBER_RBAC} is not valid for Kubernetes 1.33: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// In a member (the emulator, authorizing by RBAC), the ServiceAccount of
+/// `files/member-rbac.yaml` can make every call ringfence makes there, uses every grant
+/// in doing so, and nothing more: no reads by name of namespaces, no updates, no other
+/// resources, no collection deletes, no RBAC.
+#[tokio::test]
+async fn member_rbac_grants_exactly_what_ringfence_does_in_a_member() {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+    use k8s_openapi::api::rbac::v1::Role;
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
+    use kube_emulator::Emulator;
+
+    let emu = Emulator::builder()
+        .authorization(true)
+        .start()
+        .await
+        .expect("emulator");
+    for ns in [MEMBER_NAMESPACE, "checkout"] {
+        emu.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+            .expect("namespace");
+    }
+    let text = std::fs::read_to_string(Path::new(ROOT).join(MEMBER_RBAC)).expect(MEMBER_RBAC);
+    assert_eq!(emu.apply_manifest(&text).expect(MEMBER_RBAC), 4);
+    let template = json!({
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+    });
+    let selector = json!({"matchLabels": {"app": "web"}});
+    for (kind, extra) in [
+        ("Deployment", json!({"replicas": 1})),
+        ("StatefulSet", json!({"replicas": 1, "serviceName": "web"})),
+        ("DaemonSet", json!({})),
+    ] {
+        let mut spec = json!({"selector": selector, "template": template});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        emu.apply(&json!({
+            "apiVersion": "apps/v1", "kind": kind,
+            "metadata": {"name": "web", "namespace": "checkout", "labels": {"app": "web"}},
+            "spec": spec,
+        }))
+        .expect("workload");
+    }
+
+    let client = emu.client_for_token(&emu.service_account_token(MEMBER_NAMESPACE, MEMBER));
+    let lp = ListParams::default();
+    let wp = WatchParams::default().timeout(1);
+    let apply = PatchParams::apply("ringfence").force();
+    let stamp = Patch::Merge(json!({"spec": {"template": {"metadata": {
+        "annotations": {"ringfence.dev/revision": "abc"}}}}}));
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.list(&lp).await.expect("list namespaces");
+    drop(namespaces.watch(&wp, "0").await.expect("watch namespaces"));
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "checkout");
+    Api::<ConfigMap>::all(client.clone())
+        .list(&lp)
+        .await
+        .expect("list configmaps");
+    drop(
+        Api::<ConfigMap>::all(client.clone())
+            .watch(&wp, "0")
+            .await
+            .expect("watch configmaps"),
+    );
+    let target = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "checkout-flags"}, "data": {"retries": "3"}});
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(target.clone()).unwrap(),
+        )
+        .await
+        .expect("create configmap");
+    config_maps
+        .get("checkout-flags")
+        .await
+        .expect("get configmap");
+    config_maps
+        .patch("checkout-flags", &apply, &Patch::Apply(&target))
+        .await
+        .expect("apply configmap");
+    config_maps
+        .delete("checkout-flags", &DeleteParams::default())
+        .await
+        .expect("delete configmap");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "checkout");
+    Api::<Secret>::all(client.clone())
+        .list(&lp)
+        .await
+        .expect("list secrets");
+    drop(
+        Api::<Secret>::all(client.clone())
+            .watch(&wp, "0")
+            .await
+            .expect("watch secrets"),
+    );
+    let target = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "checkout-secret"}, "stringData": {"token": "new"}});
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(target.clone()).unwrap(),
+        )
+        .await
+        .expect("create secret");
+    secrets.get("checkout-secret").await.expect("get secret");
+    secrets
+        .patch("checkout-secret", &apply, &Patch::Apply(&target))
+        .await
+        .expect("apply secret");
+    secrets
+        .delete("checkout-secret", &DeleteParams::default())
+        .await
+        .expect("delete secret");
+
+    macro_rules! workloads {
+        ($kind:ty) => {
+            let all: Api<$kind> = Api::all(client.clone());
+            all.list(&lp).await.expect("list workloads");
+            drop(all.watch(&wp, "0").await.expect("watch workloads"));
+            let api: Api<$kind> = Api::namespaced(client.clone(), "checkout");
+            api.list(&ListParams::default().labels("app=web"))
+                .await
+                .expect("list workloads by selector");
+            api.patch("web", &PatchParams::default(), &stamp)
+                .await
+                .expect("restart stamp");
+        };
+    }
+    workloads!(Deployment);
+    workloads!(StatefulSet);
+    workloads!(DaemonSet);
+
+    let user = format!("system:serviceaccount:{MEMBER_NAMESPACE}:{MEMBER}");
+    let used = used(&emu.request_log().entries(), &user);
+    let docs = member_rbac();
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    assert_eq!(
+        used,
+        granted(&[role]),
+        "the member's ClusterRole grants exactly what ringfence uses there"
+    );
+    assert_eq!(used, member_permissions());
+
+    // Nothing beyond that.
+    let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("{what}: expected 403, got {other:?}"),
+    };
+    forbidden(namespaces.get("checkout").await.map(drop), "get namespace");
+    let mut cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "other"}, "data": {"a": "1"}}))
+    .unwrap();
+    config_maps
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+    cm.data = Some([("a".to_string(), "2".to_string())].into());
+    forbidden(
+        config_maps
+            .replace("other", &PostParams::default(), &cm)
+            .await
+            .map(drop),
+        "update configmap",
+    );
+    forbidden(
+        Api::<Service>::namespaced(client.clone(), "checkout")
+            .list(&lp)
+            .await
+            .map(drop),
+        "list services",
+    );
+    forbidden(
+        config_maps
+            .delete_collection(&DeleteParams::default(), &lp)
+            .await
+            .map(drop),
+        "delete every configmap",
+    );
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "mine"},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+    }))
+    .unwrap();
+    forbidden(
+        Api::<Role>::namespaced(client.clone(), "checkout")
+            .create(&PostParams::default(), &role)
+            .await
+            .map(drop),
+        "create role",
+    );
+    emu.shutdown().await;
 }
 
 #[test]

@@ -907,7 +907,7 @@ impl<'a> Step<'a> {
             }
         }
         let restart = self.plan.workloads.as_ref().is_some_and(|w| w.restart);
-        let stamps = if restart {
+        let mut stamps = if restart {
             restamp_actions(
                 &live,
                 &world.priors,
@@ -917,6 +917,13 @@ impl<'a> Step<'a> {
         } else {
             Vec::new()
         };
+        stamps.retain(|stamp| match stamp {
+            Action::StampWorkloads { namespace, .. } if self.unreachable(namespace) => {
+                waiting = true;
+                false
+            }
+            _ => true,
+        });
         if !pending.is_empty() || !stamps.is_empty() {
             if !pending.is_empty() {
                 self.actions.push(Action::RestoreTargets {

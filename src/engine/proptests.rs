@@ -19,6 +19,8 @@ struct RingCase {
     bake_secs: u64,
     max_concurrent: Option<IntOrString>,
     by_selector: bool,
+    /// The member cluster (`m0`, `m1`) the ring is in; None: local.
+    cluster: Option<u8>,
 }
 
 #[derive(Clone, Debug)]
@@ -59,6 +61,8 @@ enum Event {
     CorruptRecord(usize),
     /// The spec turns invalid (its source is deleted), or valid again.
     BreakSpec(bool),
+    /// A member cluster stops answering, or answers again.
+    Partition(u8, bool),
 }
 
 fn ring_case() -> impl Strategy<Value = RingCase> {
@@ -73,13 +77,17 @@ fn ring_case() -> impl Strategy<Value = RingCase> {
         prop::sample::select(vec![0u64, 30, 120, 600]),
         max_concurrent,
         any::<bool>(),
+        prop::option::of(0u8..2),
     )
-        .prop_map(|(size, bake_secs, max_concurrent, by_selector)| RingCase {
-            size,
-            bake_secs,
-            max_concurrent,
-            by_selector,
-        })
+        .prop_map(
+            |(size, bake_secs, max_concurrent, by_selector, cluster)| RingCase {
+                size,
+                bake_secs,
+                max_concurrent,
+                by_selector,
+                cluster,
+            },
+        )
 }
 
 fn gate_case() -> impl Strategy<Value = GateCase> {
@@ -137,11 +145,16 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0usize..64).prop_map(Event::LoseRecord),
         1 => (0usize..64).prop_map(Event::CorruptRecord),
         1 => any::<bool>().prop_map(Event::BreakSpec),
+        2 => (0u8..2, any::<bool>()).prop_map(|(c, down)| Event::Partition(c, down)),
     ]
 }
 
 fn namespace(ring: usize, i: usize) -> String {
     format!("r{ring}-n{i}")
+}
+
+fn member(c: u8) -> String {
+    format!("m{c}")
 }
 
 fn build(case: &RolloutCase) -> Sim {
@@ -168,6 +181,7 @@ fn build(case: &RolloutCase) -> Sim {
             ring.namespaces = None;
             ring.namespace_selector = Some(selector(&[("ring", &format!("ring{k}"))]));
         }
+        ring.clusters = rc.cluster.map(|c| vec![member(c)]);
     }
     spec.gates = case
         .gates
@@ -186,15 +200,32 @@ fn build(case: &RolloutCase) -> Sim {
     spec.rollback.automatic = case.automatic;
     spec.progress_deadline = format!("{}m", case.deadline_mins);
     let mut sim = Sim::new(spec);
-    sim.world.namespaces = names
+    sim.world.clusters = (0..2)
+        .map(|c| (member(c), ClusterInfo::default()))
+        .collect();
+    // Target keys: a member ring's namespaces are `m0/r1-n0`.
+    let keys: Vec<Vec<String>> = names
         .iter()
-        .enumerate()
-        .flat_map(|(k, ns)| {
+        .zip(&case.rings)
+        .map(|(ns, rc)| {
+            let cluster = rc.cluster.map(member);
             ns.iter()
-                .map(move |n| ns_labelled(n, &[("ring", &format!("ring{k}"))]))
+                .map(|n| target_key(cluster.as_deref(), n))
+                .collect()
         })
         .collect();
-    for (i, n) in names.iter().flatten().enumerate() {
+    sim.world.namespaces = keys
+        .iter()
+        .zip(&case.rings)
+        .enumerate()
+        .flat_map(|(k, (ns, rc))| {
+            ns.iter().map(move |n| NamespaceInfo {
+                cluster: rc.cluster.map(member),
+                ..ns_labelled(n, &[("ring", &format!("ring{k}"))])
+            })
+        })
+        .collect();
+    for (i, n) in keys.iter().flatten().enumerate() {
         if case.workloads {
             sim.world.workloads.insert(
                 n.clone(),
@@ -259,7 +290,19 @@ fn run(case: RolloutCase, events: Vec<Event>) -> Result<(), TestCaseError> {
         match event {
             Event::Reconcile => {
                 prop_assert_eq!(decide(&sim.inputs()), decide(&sim.inputs()));
+                let before: Vec<RingPhase> = sim.status.rings.iter().map(|r| r.phase).collect();
                 sim.step();
+                for (i, ring) in sim.status.rings.iter().enumerate() {
+                    let promoted = ring.phase == RingPhase::Promoted
+                        && before.get(i).is_some_and(|p| *p != RingPhase::Promoted);
+                    let cut_off = ring.targets.iter().find_map(|t| sim.world.unreachable(t));
+                    prop_assert!(
+                        !(promoted && cut_off.is_some()),
+                        "ring {} promoted while {:?}",
+                        ring.name,
+                        cut_off
+                    );
+                }
             }
             Event::Advance(secs) => sim.advance(secs),
             Event::SetVerdict(gate, verdict) => {
@@ -297,6 +340,11 @@ fn run(case: RolloutCase, events: Vec<Event>) -> Result<(), TestCaseError> {
                     Ok(resolved(&sim.spec))
                 });
             }
+            Event::Partition(c, down) => {
+                if let Some(info) = sim.world.clusters.get_mut(&member(c)) {
+                    info.unreachable = down.then(|| "partitioned".to_string());
+                }
+            }
         }
         check(&sim)?;
     }
@@ -308,6 +356,9 @@ fn run(case: RolloutCase, events: Vec<Event>) -> Result<(), TestCaseError> {
     sim.spec.paused = false;
     sim.fail_at = None;
     sim.world.config = Some(Ok(resolved(&sim.spec)));
+    for info in sim.world.clusters.values_mut() {
+        info.unreachable = None;
+    }
     for _ in 0..3000 {
         let decision = sim.step();
         check(&sim)?;

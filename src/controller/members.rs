@@ -104,7 +104,8 @@ enum Reach {
 struct Namespaces {
     live: HashMap<String, NamespaceInfo>,
     relist: Option<HashMap<String, NamespaceInfo>>,
-    /// Listed at least once: what it holds was seen, not assumed.
+    /// Its namespaces and targets were all listed at least once: what the caches hold
+    /// was seen, not assumed.
     synced: bool,
 }
 
@@ -448,6 +449,13 @@ impl Fleet {
         let Some(member) = self.member_of(cluster, cache) else {
             return false;
         };
+        if matches!(reach, Reach::Reachable) {
+            member
+                .namespaces
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .synced = true;
+        }
         let mut state = member.state.write().unwrap_or_else(|p| p.into_inner());
         let changed = !matches!(
             (&*state, &reach),
@@ -484,7 +492,6 @@ impl Fleet {
                 if let Some(relist) = namespaces.relist.take() {
                     namespaces.live = relist;
                 }
-                namespaces.synced = true;
             }
             watcher::Event::Apply(ns) => {
                 namespaces.live.insert(ns.name_any(), info(ns));

@@ -1,4 +1,4 @@
-//! `ringfence demo` tells both stories correctly (CI also runs the default one
+//! `ringfence demo` tells every story correctly (CI also runs the default one
 //! through the binary, exactly as the README's quick start says).
 
 #[path = "support/tempdir.rs"]
@@ -37,6 +37,27 @@ async fn regression_scenario_rolls_back_to_revision_a() {
     let summary = outcome.summary.join("\n");
     assert!(
         summary.contains("rollback of") && summary.contains("GateFailed"),
+        "{summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_scenario_rolls_back_both_regions() {
+    let outcome = run(Scenario::Fleet).await;
+    let summary = outcome.summary.join("\n");
+    assert!(outcome.correct, "{summary}");
+    assert!(
+        summary.contains("rollback of") && summary.contains("GateFailed"),
+        "{summary}"
+    );
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.contains("ring us failed in cluster us-east-1") && l.contains("GateFailed")),
+        "the summary names the failing ring's cluster: {summary}"
+    );
+    assert!(
+        summary.contains("both clusters (eu-west-1 and us-east-1) restored"),
         "{summary}"
     );
 }

@@ -1,4 +1,6 @@
-//! The demo's story, told against the emulator and the real controller.
+//! The demo's single-cluster stories, told against the emulator and the real
+//! controller, and the pieces every story shares (the fleet's is in
+//! `fleet.rs`).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -55,6 +57,9 @@ pub enum Scenario {
     Success,
     /// Revision B regresses the early ring and is rolled back.
     Regression,
+    /// A hub and two member clusters: revision B regresses in us-east-1 only and is
+    /// rolled back in both.
+    Fleet,
 }
 
 /// How the story ended.
@@ -65,12 +70,14 @@ pub struct Outcome {
     pub summary: Vec<String>,
 }
 
-const ROLLOUT_NS: &str = "platform";
-const ROLLOUT: &str = "checkout-flags";
-const APP_SELECTOR: &str = "app=checkout";
-const BASE_ERROR_RATE: f64 = 0.002;
+pub(super) const ROLLOUT_NS: &str = "platform";
+pub(super) const ROLLOUT: &str = "checkout-flags";
+pub(super) const APP_SELECTOR: &str = "app=checkout";
+pub(super) const BASE_ERROR_RATE: f64 = 0.002;
 const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-const REGRESSED_ERROR_RATE: f64 = 0.08;
+pub(super) const REGRESSED_ERROR_RATE: f64 = 0.08;
+/// Where the controller looks for cluster Secrets.
+pub(super) const CLUSTER_NAMESPACE: &str = "ringfence-system";
 
 /// The rings: name and cells.
 fn rings() -> Vec<(&'static str, Vec<String>)> {
@@ -87,7 +94,7 @@ fn rings() -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-fn config_data(pricing: &str) -> BTreeMap<String, String> {
+pub(super) fn config_data(pricing: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("retries".to_string(), "3".to_string()),
         ("pricing-engine".to_string(), pricing.to_string()),
@@ -125,7 +132,7 @@ fn rollout_manifest(metrics_url: &str, bake: &str, pricing: &str) -> Value {
 }
 
 /// Prints the live view: redrawn in place on a terminal, changed lines only otherwise.
-struct Printer {
+pub(super) struct Printer {
     style: Style,
     tty: bool,
     drawn: usize,
@@ -133,7 +140,16 @@ struct Printer {
 }
 
 impl Printer {
-    fn say(&mut self, line: &str) {
+    pub(super) fn new(style: Style) -> Self {
+        Self {
+            style,
+            tty: std::io::stdout().is_terminal(),
+            drawn: 0,
+            last: Vec::new(),
+        }
+    }
+
+    pub(super) fn say(&mut self, line: &str) {
         self.drawn = 0;
         self.last.clear();
         println!("{line}");
@@ -165,10 +181,10 @@ impl Printer {
 
 /// Ring transitions seen, for the summary's timeline.
 #[derive(Default)]
-struct Timeline {
-    started: Option<Instant>,
-    seen: BTreeMap<(String, String), String>,
-    entries: Vec<String>,
+pub(super) struct Timeline {
+    pub(super) started: Option<Instant>,
+    pub(super) seen: BTreeMap<(String, String), String>,
+    pub(super) entries: Vec<String>,
 }
 
 impl Timeline {
@@ -192,25 +208,73 @@ impl Timeline {
     }
 }
 
+/// Where the (hub's) kubeconfig goes: `--kubeconfig`, or a temporary file.
+pub(super) fn kubeconfig_path(options: &DemoOptions) -> PathBuf {
+    match &options.kubeconfig {
+        Some(path) => path.clone(),
+        None => {
+            std::env::temp_dir().join(format!("ringfence-demo-{}.kubeconfig", std::process::id()))
+        }
+    }
+}
+
+/// The real controller, in-process against `client`, until `stop` is sent.
+pub(super) async fn start_controller(
+    client: Client,
+    revision_key: crate::engine::RevisionKey,
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    DemoError,
+> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = Operator::new(
+        client,
+        Options {
+            namespace: None,
+            trusted_namespaces: Default::default(),
+            revision_key: RevisionKeySource::Fixed(revision_key),
+            // The demo's metrics source listens on loopback, which gates may not call by default.
+            gate_addresses: crate::engine::AddressPolicy::new(vec![
+                crate::engine::HostPattern::Net(crate::engine::Cidr::host(LOOPBACK_ANY_PORT.ip())),
+            ]),
+            concurrency: 4,
+            max_inflight_writes: 32,
+            cluster_namespace: CLUSTER_NAMESPACE.to_string(),
+            metrics_addr: LOOPBACK_ANY_PORT,
+            health_addr: LOOPBACK_ANY_PORT,
+            instance: Some("ringfence-demo".to_string()),
+            leader: None,
+        },
+    )
+    .await?;
+    let controller = tokio::spawn(async move {
+        // The demo reads the outcome from the API; a controller error shows there as a
+        // rollout that does not finish.
+        let _ = operator
+            .run(
+                async {
+                    let _ = stopped.await;
+                },
+                |_| {},
+            )
+            .await;
+    });
+    Ok((stop, controller))
+}
+
+/// The single-cluster stories: `success` and `regression`.
 pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     let emulator = Emulator::builder()
         .admission(kube_emulator::validation::admission_hook())
         .start()
         .await?;
-    let kubeconfig = match &options.kubeconfig {
-        Some(path) => path.clone(),
-        None => {
-            std::env::temp_dir().join(format!("ringfence-demo-{}.kubeconfig", std::process::id()))
-        }
-    };
+    let kubeconfig = kubeconfig_path(&options);
     emulator.write_kubeconfig(&kubeconfig)?;
     let style = options.style;
-    let mut printer = Printer {
-        style,
-        tty: std::io::stdout().is_terminal(),
-        drawn: 0,
-        last: Vec::new(),
-    };
+    let mut printer = Printer::new(style);
     printer.say(
         &style.bold(
             "ringfence demo: a staged configuration rollout against an embedded Kubernetes API",
@@ -228,43 +292,15 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     create_cells(&client, &rates).await?;
     let metrics = MetricsSource::start(rates.clone()).await?;
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let revision_key = crate::engine::RevisionKey::generate();
-    let operator = Operator::new(
-        client.clone(),
-        Options {
-            namespace: None,
-            trusted_namespaces: Default::default(),
-            revision_key: RevisionKeySource::Fixed(revision_key.clone()),
-            // The demo's metrics source listens on loopback, which gates may not call by default.
-            gate_addresses: crate::engine::AddressPolicy::new(vec![
-                crate::engine::HostPattern::Net(crate::engine::Cidr::host(LOOPBACK_ANY_PORT.ip())),
-            ]),
-            concurrency: 4,
-            max_inflight_writes: 32,
-            cluster_namespace: "ringfence-system".to_string(),
-            metrics_addr: LOOPBACK_ANY_PORT,
-            health_addr: LOOPBACK_ANY_PORT,
-            instance: Some("ringfence-demo".to_string()),
-            leader: None,
-        },
-    )
-    .await?;
-    let controller = tokio::spawn(operator.run(
-        async {
-            let _ = stopped.await;
-        },
-        |_| {},
-    ));
+    let (stop, controller) = start_controller(client.clone(), revision_key.clone()).await?;
     let kubelet = tokio::spawn(kubelet::run(
         client.clone(),
         APP_SELECTOR.to_string(),
         Duration::from_millis(500),
     ));
 
-    let bake_secs = (4.0 / options.speed.max(0.01)).round().max(1.0) as u64;
-    let bake = format!("{bake_secs}s");
-    let deadline = Duration::from_secs(60 + 12 * bake_secs);
+    let (bake, deadline) = bake_and_deadline(options.speed);
     let mut timeline = Timeline {
         started: Some(Instant::now()),
         ..Default::default()
@@ -303,7 +339,8 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
         .await?;
     let (expected_end, expected_revision) = match options.scenario {
         Scenario::Success => (Phase::Succeeded, None),
-        Scenario::Regression => (Phase::RolledBack, Some(revision_a.clone())),
+        // The fleet's story is told by `super::fleet::run`; it too ends rolled back.
+        Scenario::Regression | Scenario::Fleet => (Phase::RolledBack, Some(revision_a.clone())),
     };
     let b = wait_for(&rollouts, &mut printer, &mut timeline, deadline, |s| {
         s.revision.as_deref() != Some(revision_a.as_str())
@@ -327,29 +364,7 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     let mut summary = vec![style.bold("\nsummary"), "timeline:".to_string()];
     summary.extend(timeline.entries.iter().cloned());
     if let Some(rollback) = &b.rollback {
-        summary.push(format!(
-            "rollback of {}: {} — {}",
-            rollback.revision, rollback.reason, rollback.message
-        ));
-        for gate in &rollback.gates {
-            summary.push(format!(
-                "  gate {}: value {} threshold {} baseline {}",
-                gate.name,
-                fmt_opt(gate.value),
-                fmt_opt(gate.threshold),
-                fmt_opt(gate.baseline)
-            ));
-        }
-        if let (Some(start), Some(end)) = (&rollback.started_at, &rollback.completed_at) {
-            // Status timestamps have whole seconds: "0s" would read as instant.
-            let took = match end.0.as_second() - start.0.as_second() {
-                0 => "under a second".to_string(),
-                secs => format!("about {secs}s"),
-            };
-            summary.push(format!(
-                "  rollback took {took} from the decision to the last target restored"
-            ));
-        }
+        summary.extend(rollback_summary(rollback));
     }
     if let Some(at) = injected_at {
         summary.push(format!(
@@ -393,7 +408,45 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     if options.kubeconfig.is_none() {
         let _ = std::fs::remove_file(&kubeconfig);
     }
-    Ok(super::Outcome { correct, summary })
+    Ok(Outcome { correct, summary })
+}
+
+/// The rings' bake at `speed`, and how long a revision may take to finish.
+pub(super) fn bake_and_deadline(speed: f64) -> (String, Duration) {
+    let bake_secs = (4.0 / speed.max(0.01)).round().max(1.0) as u64;
+    (
+        format!("{bake_secs}s"),
+        Duration::from_secs(60 + 12 * bake_secs),
+    )
+}
+
+/// The rollback's lines of the summary: reason and message, the gate values that
+/// caused it, and how long restoring took.
+pub(super) fn rollback_summary(rollback: &crate::api::RollbackStatus) -> Vec<String> {
+    let mut summary = vec![format!(
+        "rollback of {}: {} — {}",
+        rollback.revision, rollback.reason, rollback.message
+    )];
+    for gate in &rollback.gates {
+        summary.push(format!(
+            "  gate {}: value {} threshold {} baseline {}",
+            gate.name,
+            fmt_opt(gate.value),
+            fmt_opt(gate.threshold),
+            fmt_opt(gate.baseline)
+        ));
+    }
+    if let (Some(start), Some(end)) = (&rollback.started_at, &rollback.completed_at) {
+        // Status timestamps have whole seconds: "0s" would read as instant.
+        let took = match end.0.as_second() - start.0.as_second() {
+            0 => "under a second".to_string(),
+            secs => format!("about {secs}s"),
+        };
+        summary.push(format!(
+            "  rollback took {took} from the decision to the last target restored"
+        ));
+    }
+    summary
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -439,7 +492,7 @@ async fn create_cells(client: &Client, rates: &ErrorRates) -> Result<(), DemoErr
     Ok(())
 }
 
-fn io_err(e: serde_json::Error) -> DemoError {
+pub(super) fn io_err(e: serde_json::Error) -> DemoError {
     DemoError::Io(std::io::Error::other(e))
 }
 
@@ -467,7 +520,7 @@ async fn inject_regression(client: Client, rates: ErrorRates, stable: String) ->
     }
 }
 
-async fn wait_for(
+pub(super) async fn wait_for(
     rollouts: &Api<ConfigRollout>,
     printer: &mut Printer,
     timeline: &mut Timeline,
@@ -503,16 +556,28 @@ async fn check_cells(
     for (_, cells) in rings() {
         for cell in cells {
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), &cell);
-            let ok = api.get_opt("checkout-flags").await?.is_some_and(|cm| {
-                let data: BTreeMap<String, String> = cm.data.clone().unwrap_or_default();
-                let config = crate::engine::ResolvedConfig {
-                    kind: crate::api::ConfigKind::ConfigMap,
-                    data: data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
-                };
-                crate::engine::revision_of(&config, key) == revision
-            });
+            let ok = api
+                .get_opt("checkout-flags")
+                .await?
+                .is_some_and(|cm| revision_of_data(cm.data.as_ref(), key) == revision);
             out.push((cell, ok));
         }
     }
     Ok(out)
+}
+
+/// The revision a ConfigMap holding `data` is on, by content.
+pub(super) fn revision_of_data(
+    data: Option<&BTreeMap<String, String>>,
+    key: &crate::engine::RevisionKey,
+) -> String {
+    let config = crate::engine::ResolvedConfig {
+        kind: crate::api::ConfigKind::ConfigMap,
+        data: data
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .collect(),
+    };
+    crate::engine::revision_of(&config, key)
 }

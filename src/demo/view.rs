@@ -46,6 +46,21 @@ pub fn bar(done: u32, total: u32, width: usize) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
+/// The member clusters of a ring's targets (`<cluster>/<namespace>`), in order of
+/// appearance; none for a ring in the local cluster, whose targets are plain namespaces.
+fn member_clusters(targets: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for cluster in targets
+        .iter()
+        .filter_map(|t| t.split_once('/').map(|(c, _)| c))
+    {
+        if !out.contains(&cluster) {
+            out.push(cluster);
+        }
+    }
+    out
+}
+
 /// One block of lines describing the rollout now.
 pub fn render(status: &ConfigRolloutStatus, style: Style) -> Vec<String> {
     let mut lines = Vec::new();
@@ -82,6 +97,10 @@ pub fn render(status: &ConfigRolloutStatus, style: Style) -> Vec<String> {
             total,
             phase
         );
+        let clusters = member_clusters(&ring.first_targets);
+        if !clusters.is_empty() {
+            line.push_str(&format!(" {:<10}", clusters.join(",")));
+        }
         for gate in &ring.gates {
             let value = gate
                 .value
@@ -142,5 +161,27 @@ mod tests {
         assert!(!lines.concat().contains('\x1b'));
         let coloured = render(&status, Style { color: true });
         assert!(coloured.concat().contains('\x1b'));
+    }
+
+    #[test]
+    fn names_the_member_clusters_of_a_ring() {
+        let ring = |name: &str, targets: &[&str]| RingStatus {
+            name: name.into(),
+            target_count: targets.len() as u32,
+            first_targets: targets.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        let status = ConfigRolloutStatus {
+            rings: vec![
+                ring("local", &["cell-1"]),
+                ring("us", &["us-east-1/cell-1", "us-east-1/cell-2"]),
+                ring("both", &["eu-west-1/cell-1", "us-east-1/cell-1"]),
+            ],
+            ..Default::default()
+        };
+        let lines = render(&status, Style { color: false });
+        assert!(lines[1].trim_end().ends_with("Pending"), "{}", lines[1]);
+        assert!(lines[2].contains(" us-east-1"), "{}", lines[2]);
+        assert!(lines[3].contains(" eu-west-1,us-east-1"), "{}", lines[3]);
     }
 }

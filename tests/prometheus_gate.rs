@@ -421,7 +421,7 @@ async fn unusable_answers_are_inconclusive_with_the_reason() {
         string.message
     );
 
-    let template = check("up{cluster=\"{{ cluster }}\"}").await;
+    let template = check("up{cluster=\"{{ region }}\"}").await;
     assert_eq!(
         template.verdict,
         Verdict::Inconclusive,
@@ -430,7 +430,7 @@ async fn unusable_answers_are_inconclusive_with_the_reason() {
     );
     assert!(
         template.message.starts_with(
-            "error-rate in ring canary: query template: unknown placeholder {{ cluster }}"
+            "error-rate in ring canary: query template: unknown placeholder {{ region }}"
         ),
         "{}",
         template.message

@@ -26,12 +26,13 @@ use super::kubelet;
 use super::metrics_source::{ErrorRates, MetricsSource};
 use super::scenario::{
     APP_SELECTOR, BASE_ERROR_RATE, CLUSTER_NAMESPACE, DemoError, DemoOptions, Outcome, Printer,
-    REGRESSED_ERROR_RATE, ROLLOUT, ROLLOUT_NS, Timeline, bake_and_deadline, config_data, io_err,
-    kubeconfig_path, revision_of_data, rollback_summary, start_controller, wait_for,
+    REGRESSED_ERROR_RATE, ROLLOUT, ROLLOUT_NS, Timeline, apply_and_wait, bake_and_deadline,
+    config_data, injected_at, io_err, kubeconfig_path, revision_of_data, rollback_summary,
+    settled_beyond, start_controller, verdict_mark,
 };
 use crate::api::{
-    ALLOW_FROM_LABEL, CLUSTER_LABEL, ConfigRollout, FIELD_MANAGER, KUBECONFIG_KEY, PRIORS_OF_LABEL,
-    Phase, REVISION_ANNOTATION, RingPhase,
+    ALLOW_FROM_LABEL, CLUSTER_LABEL, ConfigRollout, KUBECONFIG_KEY, PRIORS_OF_LABEL, Phase,
+    REVISION_ANNOTATION, RingPhase,
 };
 
 /// The member clusters, by registered name (also their `region` label), and their cells.
@@ -178,19 +179,17 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
         ..Default::default()
     };
     let rollouts: Api<ConfigRollout> = Api::namespaced(client.clone(), ROLLOUT_NS);
-    let ssa = PatchParams::apply(FIELD_MANAGER).force();
 
     printer.say(&style.bold("\nrevision A: pricing-engine v1, to eu-west-1 then us-east-1"));
-    rollouts
-        .patch(
-            ROLLOUT,
-            &ssa,
-            &Patch::Apply(rollout_manifest(&metrics.url(), &bake, "v1")),
-        )
-        .await?;
-    let a = wait_for(&rollouts, &mut printer, &mut timeline, deadline, |s| {
-        s.phase == Some(Phase::Succeeded)
-    })
+    let manifest = rollout_manifest(&metrics.url(), &bake, "v1");
+    let a = apply_and_wait(
+        &rollouts,
+        &mut printer,
+        &mut timeline,
+        deadline,
+        manifest,
+        |s| s.phase == Some(Phase::Succeeded),
+    )
     .await?;
     let revision_a = a.revision.clone().unwrap_or_default();
     // What every target holds before B: what the rollback must restore exactly.
@@ -215,28 +214,17 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
                 revision_a.clone(),
             ))
         });
-    rollouts
-        .patch(
-            ROLLOUT,
-            &ssa,
-            &Patch::Apply(rollout_manifest(&metrics.url(), &bake, "v2")),
-        )
-        .await?;
-    let b = wait_for(&rollouts, &mut printer, &mut timeline, deadline, |s| {
-        s.revision.as_deref() != Some(revision_a.as_str())
-            && matches!(
-                s.phase,
-                Some(Phase::Succeeded | Phase::RolledBack | Phase::Failed)
-            )
-    })
+    let manifest = rollout_manifest(&metrics.url(), &bake, "v2");
+    let b = apply_and_wait(
+        &rollouts,
+        &mut printer,
+        &mut timeline,
+        deadline,
+        manifest,
+        |s| settled_beyond(s, &revision_a),
+    )
     .await?;
-    let injected_at = match injector {
-        Some(task) => {
-            task.abort();
-            task.await.ok().flatten()
-        }
-        None => None,
-    };
+    let injected_at = injected_at(injector).await;
 
     // Read back every target from its own member: data exactly as before B.
     let mut targets = Vec::new();
@@ -302,11 +290,7 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
         ));
     }
     for (_, target, ok) in &targets {
-        let mark = if *ok {
-            style.green("ok")
-        } else {
-            style.red("WRONG")
-        };
+        let mark = verdict_mark(style, *ok);
         summary.push(format!(
             "  {target:<18} holds its prior, revision {revision_a}: {mark}"
         ));

@@ -306,19 +306,17 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
         ..Default::default()
     };
     let rollouts: Api<ConfigRollout> = Api::namespaced(client.clone(), ROLLOUT_NS);
-    let ssa = PatchParams::apply(FIELD_MANAGER).force();
 
     printer.say(&style.bold("\nrevision A: pricing-engine v1"));
-    rollouts
-        .patch(
-            ROLLOUT,
-            &ssa,
-            &Patch::Apply(rollout_manifest(&metrics.url(), &bake, "v1")),
-        )
-        .await?;
-    let a = wait_for(&rollouts, &mut printer, &mut timeline, deadline, |s| {
-        s.phase == Some(Phase::Succeeded)
-    })
+    let manifest = rollout_manifest(&metrics.url(), &bake, "v1");
+    let a = apply_and_wait(
+        &rollouts,
+        &mut printer,
+        &mut timeline,
+        deadline,
+        manifest,
+        |s| s.phase == Some(Phase::Succeeded),
+    )
     .await?;
     let revision_a = a.revision.clone().unwrap_or_default();
 
@@ -330,33 +328,22 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
             revision_a.clone(),
         ))
     });
-    rollouts
-        .patch(
-            ROLLOUT,
-            &ssa,
-            &Patch::Apply(rollout_manifest(&metrics.url(), &bake, "v2")),
-        )
-        .await?;
     let (expected_end, expected_revision) = match options.scenario {
         Scenario::Success => (Phase::Succeeded, None),
         // The fleet's story is told by `super::fleet::run`; it too ends rolled back.
         Scenario::Regression | Scenario::Fleet => (Phase::RolledBack, Some(revision_a.clone())),
     };
-    let b = wait_for(&rollouts, &mut printer, &mut timeline, deadline, |s| {
-        s.revision.as_deref() != Some(revision_a.as_str())
-            && matches!(
-                s.phase,
-                Some(Phase::Succeeded | Phase::RolledBack | Phase::Failed)
-            )
-    })
+    let manifest = rollout_manifest(&metrics.url(), &bake, "v2");
+    let b = apply_and_wait(
+        &rollouts,
+        &mut printer,
+        &mut timeline,
+        deadline,
+        manifest,
+        |s| settled_beyond(s, &revision_a),
+    )
     .await?;
-    let injected_at = match injector {
-        Some(task) => {
-            task.abort();
-            task.await.ok().flatten()
-        }
-        None => None,
-    };
+    let injected_at = injected_at(injector).await;
     let expected_revision =
         expected_revision.unwrap_or_else(|| b.revision.clone().unwrap_or_default());
     let cells = check_cells(&client, &expected_revision, &revision_key).await?;
@@ -374,11 +361,7 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     }
     let correct = b.phase == Some(expected_end) && cells.iter().all(|(_, ok)| *ok);
     for (ns, ok) in &cells {
-        let mark = if *ok {
-            style.green("ok")
-        } else {
-            style.red("WRONG")
-        };
+        let mark = verdict_mark(style, *ok);
         summary.push(format!(
             "  {ns:<14} holds revision {expected_revision}: {mark}"
         ));
@@ -517,6 +500,52 @@ async fn inject_regression(client: Client, rates: ErrorRates, stable: String) ->
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Applies `manifest` as the rollout, then waits until its status satisfies `done`.
+pub(super) async fn apply_and_wait(
+    rollouts: &Api<ConfigRollout>,
+    printer: &mut Printer,
+    timeline: &mut Timeline,
+    timeout: Duration,
+    manifest: Value,
+    done: impl Fn(&ConfigRolloutStatus) -> bool,
+) -> Result<ConfigRolloutStatus, DemoError> {
+    rollouts
+        .patch(
+            ROLLOUT,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(manifest),
+        )
+        .await?;
+    wait_for(rollouts, printer, timeline, timeout, done).await
+}
+
+/// Whether a revision other than `stable` has finished: rolled out, rolled back or failed.
+pub(super) fn settled_beyond(status: &ConfigRolloutStatus, stable: &str) -> bool {
+    status.revision.as_deref() != Some(stable)
+        && matches!(
+            status.phase,
+            Some(Phase::Succeeded | Phase::RolledBack | Phase::Failed)
+        )
+}
+
+/// Stops a regression injector, returning when it injected (None: it never did).
+pub(super) async fn injected_at(
+    injector: Option<tokio::task::JoinHandle<Option<Instant>>>,
+) -> Option<Instant> {
+    let task = injector?;
+    task.abort();
+    task.await.ok().flatten()
+}
+
+/// `ok` or `WRONG`, for the summary's per-target lines.
+pub(super) fn verdict_mark(style: Style, ok: bool) -> String {
+    if ok {
+        style.green("ok")
+    } else {
+        style.red("WRONG")
     }
 }
 

@@ -494,12 +494,8 @@ impl<'a> Step<'a> {
         // A target whose cluster cannot be reached is never taken as written: the ring
         // waits for it, and its write is retried once the cluster answers.
         let mut pending: Vec<String> = Vec::new();
-        let mut unreachable = 0usize;
         for ns in &live_targets {
-            if self.unreachable(ns) {
-                unreachable += 1;
-                pending.push(ns.to_string());
-            } else if !self.holds_revision(ns) {
+            if self.unreachable(ns) || !self.holds_revision(ns) {
                 pending.push(ns.to_string());
             }
         }
@@ -549,7 +545,6 @@ impl<'a> Step<'a> {
         if batch.is_empty() {
             // Only targets of unreachable clusters are left: a member coming back triggers
             // the next step; the requeue is a backstop.
-            debug_assert!(unreachable > 0);
             self.requeue(after(self.inputs.now, UNREACHABLE_RECHECK));
             return;
         }
@@ -621,6 +616,7 @@ impl<'a> Step<'a> {
             if ring.unreachable_since.is_none() {
                 ring.unreachable_since = Some(self.now.clone());
             }
+            ring.healthy_since = None;
         } else {
             ring.unreachable_since = None;
         }
@@ -645,14 +641,7 @@ impl<'a> Step<'a> {
                 );
                 return;
             }
-            if let Some(id) = self.pending_request(Request::Promote) {
-                self.mark_handled(Request::Promote, id.clone());
-                let note = format!("promote request {id} refused: {why}");
-                self.event(EventType::Warning, "PromoteRefused", note);
-            }
-            if let Some(ring) = self.status.rings.get_mut(index) {
-                ring.healthy_since = None;
-            }
+            self.refuse_promote(&why);
             self.requeue(deadline);
             self.requeue(after(now, UNREACHABLE_RECHECK));
             return;
@@ -714,11 +703,7 @@ impl<'a> Step<'a> {
         let healthy_since = ring.healthy_since.clone();
         if held {
             // Promotion would lead to writes the invalid spec cannot say are wanted.
-            if let Some(id) = self.pending_request(Request::Promote) {
-                self.mark_handled(Request::Promote, id.clone());
-                let note = format!("promote request {id} refused: the spec is invalid");
-                self.event(EventType::Warning, "PromoteRefused", note);
-            }
+            self.refuse_promote("the spec is invalid");
             let gate_due = self
                 .status
                 .rings
@@ -778,6 +763,15 @@ impl<'a> Step<'a> {
         }
         if !ready {
             self.requeue(deadline);
+        }
+    }
+
+    /// Answers a pending promote request with a refusal, saying why.
+    fn refuse_promote(&mut self, why: &str) {
+        if let Some(id) = self.pending_request(Request::Promote) {
+            self.mark_handled(Request::Promote, id.clone());
+            let note = format!("promote request {id} refused: {why}");
+            self.event(EventType::Warning, "PromoteRefused", note);
         }
     }
 

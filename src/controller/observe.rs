@@ -440,7 +440,16 @@ async fn fleet_workloads(
         let Ok(client) = ctx.fleet.client_of(cluster) else {
             continue;
         };
-        for (ns, list) in workloads::observe(&client, selector, &namespaces).await? {
+        let found = workloads::observe(&client, selector, &namespaces)
+            .await
+            .map_err(|e| match (e, cluster) {
+                (Error::Kube { action, source }, Some(c)) => Error::Kube {
+                    action: format!("{action} in cluster {c}"),
+                    source,
+                },
+                (other, _) => other,
+            })?;
+        for (ns, list) in found {
             out.insert(target_key(cluster, &ns), list);
         }
     }

@@ -189,10 +189,20 @@ fn a_partitioned_member_is_never_healthy_and_its_ring_holds() {
         gate_requests(&sim.inputs()).is_empty(),
         "no gate is evaluated for it"
     );
+    let announced = |d: &Decision| {
+        d.events
+            .iter()
+            .filter(|e| e.reason == "ClusterUnreachable")
+            .count()
+    };
+    let first = sim.step();
+    assert_eq!(announced(&first), 1, "{:?}", first.events);
+    assert!(first.events.iter().any(|e| e.note.contains("cluster eu")));
     // Well past the bake: still not promoted, gates Inconclusive, and status says why.
     for _ in 0..6 {
         let decision = sim.step();
         assert!(decision.actions.is_empty(), "{:?}", decision.actions);
+        assert_eq!(announced(&decision), 0, "announced once");
         sim.advance(60);
     }
     assert_eq!(ring_phase(&sim, 0), Some(RingPhase::Verifying));

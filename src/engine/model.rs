@@ -408,7 +408,8 @@ pub struct EventNote {
     pub type_: EventType,
     /// CamelCase: RingStarted, RingPromoted, GateFailed, ProgressDeadlineExceeded,
     /// RollbackStarted, RollbackCompleted, RolloutSucceeded, RolloutFailed, RolloutSuperseded,
-    /// RolloutPaused, RolloutResumed, PromoteRefused, InvalidSpec, TargetDrifted.
+    /// RolloutPaused, RolloutResumed, PromoteRefused, InvalidSpec, TargetDrifted,
+    /// ClusterUnreachable.
     pub reason: &'static str,
     pub note: String,
 }

@@ -157,6 +157,18 @@ impl Outcome<'_> {
         ] {
             conditions::set(&mut self.status.conditions, desired, generation, &self.now);
         }
+        // Waiting for a member cluster is announced once, when it starts.
+        if let Some(progressing) = conditions::get(&self.status.conditions, conditions::PROGRESSING)
+            && progressing.reason == "ClusterUnreachable"
+            && conditions::get(&self.inputs.status.conditions, conditions::PROGRESSING)
+                .is_none_or(|old| old.reason != progressing.reason)
+        {
+            self.events.push(EventNote {
+                type_: EventType::Warning,
+                reason: "ClusterUnreachable",
+                note: progressing.message.clone(),
+            });
+        }
         if let Some(ready) = conditions::get(&self.status.conditions, conditions::READY)
             && ready.reason == "Drifted"
             && old_ready
